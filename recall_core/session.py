@@ -225,3 +225,113 @@ def analyze(session: Session, progress=None) -> Schedule:
     if progress:
         progress(1.0, "done")
     return schedule
+
+
+# ---- views for the dashboard's Samples, Similarity and Schedule tabs ----------------------------------
+# Thin steps over the library so that the UI only translates widget values into calls.
+
+@dataclass
+class SampleView:
+    """A 2-D projection of one model's pooled representations at one hidden-state index."""
+
+    model: str
+    layer: int
+    coords: np.ndarray          # (n, 2)
+    method: str                 # umap | pca
+    groups: list                # per text: its task or its cluster
+    typical: np.ndarray         # probe indices of the typical samples
+    texts: list[str]
+
+
+def sample_view(session: Session, model: str, layer: int, color_by: str = "task") -> SampleView:
+    """UMAP (PCA below 10 texts) of ``model`` at hidden-state ``layer``, coloured by task or cluster."""
+    from .typical import project_2d
+
+    require_ready(session, "samples")
+    if model not in session.representations:
+        raise RecallError(f"no representations for model {model!r} (models: {', '.join(session.representations)})")
+    pooled = session.representations[model].pooled
+    layer = int(layer)
+    if not 0 <= layer < pooled.shape[0]:
+        raise RecallError(f"layer {layer} out of range (0..{pooled.shape[0] - 1})")
+    typical = session.typical or compute_typical(session)
+    coords, method = project_2d(pooled[layer], seed=session.settings.seed)
+    if color_by == "cluster":
+        groups = [int(c) for c in typical.labels]
+    elif color_by == "task":
+        groups = list(session.probes.tasks)
+    else:
+        raise RecallError(f"colour by 'task' or 'cluster', not {color_by!r}")
+    return SampleView(model, layer, coords, method, groups, np.asarray(typical.indices), session.probes.texts)
+
+
+def separability_by_layer(session: Session) -> dict[str, np.ndarray]:
+    """Per model, the silhouette of the probe tasks at every hidden-state index (NaN with one task)."""
+    from .typical import separability
+
+    require_ready(session, "separability")
+    tasks = session.probes.tasks
+    return {name: separability(r.pooled, tasks) for name, r in session.representations.items()}
+
+
+def pair_matrix(session: Session, layer: int) -> tuple[list[str], np.ndarray]:
+    """Model x model similarity at one hidden-state index, with the session's metric and samples."""
+    from .similarity import model_matrix
+
+    require_ready(session, "pair view")
+    s = session.settings
+    idx = sample_indices(session)
+    names = session.merged_models
+    pooled = {name: session.representations[name].pooled[:, idx] for name in names}
+    return names, model_matrix(pooled, int(layer), metric=s.metric, sigma_mode=s.sigma_mode, scaling=s.scaling,
+                               l2_normalize=s.l2_normalize)
+
+
+def layer_similarity(session: Session, model: str) -> np.ndarray:
+    """Layer x layer linear CKA within one model, on the session's samples."""
+    from .similarity import layer_matrix
+
+    require_ready(session, "layer view")
+    if model not in session.representations:
+        raise RecallError(f"no representations for model {model!r}")
+    return layer_matrix(session.representations[model].pooled[:, sample_indices(session)])
+
+
+def apply_preset(session: Session, preset: str, k: int | None = None, temperature: float | None = None) -> Schedule:
+    """Set the session's schedule from a preset: recall (tau), uniform, linear_ramp, reference_above (k)."""
+    from .schedule import linear_ramp_schedule, reference_above_schedule, uniform_schedule
+
+    require_ready(session, "schedule")
+    models, n_blocks, reference = session.merged_models, session.n_blocks, session.reference
+    if preset == "recall":
+        return compute_schedule(session, temperature)
+    if preset == "uniform":
+        schedule = uniform_schedule(models, n_blocks)
+    elif preset == "linear_ramp":
+        schedule = linear_ramp_schedule(models, n_blocks, reference)
+    elif preset == "reference_above":
+        schedule = reference_above_schedule(models, n_blocks, reference, n_blocks // 2 if k is None else int(k))
+    else:
+        raise RecallError(f"preset must be one of recall, uniform, linear_ramp, reference_above, not {preset!r}")
+    session.schedule = schedule
+    return schedule
+
+
+def edit_schedule(session: Session, cells) -> Schedule:
+    """Set the session's schedule from edited table cells (rows x merged models); rows are renormalised.
+
+    Raises:
+        ScheduleError: naming the row and model of a cell that is not a non-negative number.
+    """
+    from .schedule import check_matches, parse_cells
+
+    require_ready(session, "schedule")
+    rows = session.schedule.rows if session.schedule else None
+    if rows is None:
+        from .layers import schedule_rows
+        rows = schedule_rows(session.n_blocks)
+    schedule = parse_cells(rows, session.merged_models, cells)
+    check_matches(schedule, session.merged_models, session.n_blocks)
+    schedule.settings = session.settings.to_dict()
+    session.schedule = schedule
+    return schedule
