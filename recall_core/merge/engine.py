@@ -1,0 +1,200 @@
+"""The merge loop, shared by the in-memory merge and the streaming writer.
+
+:class:`MergeRun` opens a validated plan's checkpoints, knows the output layout before merging
+(names, shapes and dtypes come from the safetensors headers) and yields the merged tensors one at a
+time, in the reference checkpoint's order. Two sinks consume it: :func:`merge_state_dicts` (a dict,
+for previews and small models) and :func:`recall_core.merge.streaming.stream_merge` (shards on disk).
+
+Per output tensor it reads that tensor of each merged model with a non-zero weight (plus the base's
+when the method needs it), merges in float32 and converts once to the output dtype.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from math import prod
+
+import numpy as np
+import torch
+
+from ..errors import IncompatibleModelsError, ModelLoadError
+from ..models import resolve_model_path, tensor_parts
+from ..plan import MergePlan, validate_plan
+from .methods import METHODS
+from .reader import ST_DTYPES, TensorReader
+
+Progress = Callable[[float, str], None]
+_OUT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class OutputTensor:
+    """One tensor of the merged model: name, shape, output dtype, and its schedule part."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    part: str | int  # "embed", block index, "head"
+
+    @property
+    def nbytes(self) -> int:
+        return prod(self.shape) * self.dtype.itemsize
+
+
+class _LazyTensors(Sequence):
+    """The inputs of one output tensor, read from disk when indexed (so a kernel holds one at a time)."""
+
+    def __init__(self, readers: list[TensorReader], name: str):
+        self._readers, self._name = readers, name
+
+    def __len__(self) -> int:
+        return len(self._readers)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return self._readers[index].get(self._name)
+
+
+class MergeRun:
+    """One plan, validated and opened: its output layout and its merged tensors.
+
+    Use as a context manager (it closes the files), or call :meth:`close`.
+
+    Attributes:
+        plan: the plan.
+        checkpoints: ``{name: Checkpoint}`` of every model of the plan.
+        layout: the output tensors, in the order :meth:`tensors` yields them.
+    """
+
+    def __init__(self, plan: MergePlan, checkpoints: dict | None = None):
+        self.plan = plan
+        self.checkpoints = validate_plan(plan, checkpoints)
+        self.method = METHODS[plan.method]
+        self.params = plan.params
+        self.merged = plan.merged_models
+        reference = self.checkpoints[plan.reference_name]
+        self._parts = tensor_parts(reference)
+        self.layout = [OutputTensor(name, tuple(reference.shapes[name]), self._out_dtype(reference, name),
+                                    self._parts[name]) for name in reference.names]
+        self._readers = {name: TensorReader(self.checkpoints[name]) for name in self.checkpoints}
+        self._model_weights = np.array([plan.model_weights()[m] for m in self.merged]) if plan.method != "recall" else None
+        self._schedule = None
+        if plan.method == "recall":
+            from ..schedule import validate
+
+            self._schedule = validate(plan.schedule)  # rows sum to 1
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(t.nbytes for t in self.layout)
+
+    def weights_for(self, part: str | int) -> np.ndarray:
+        """``(n_merged,)`` weights of the merged models for a part (schedule row or baseline weights)."""
+        if self._schedule is not None:
+            return self._schedule.weight_for(part)
+        return self._model_weights
+
+    def tensors(self, progress: Progress | None = None) -> Iterator[tuple[OutputTensor, torch.Tensor]]:
+        """Yield ``(OutputTensor, tensor)`` in ``layout`` order; each tensor is contiguous, in its output dtype."""
+        total, done = max(self.total_bytes, 1), 0
+        for info in self.layout:
+            yield info, self.merge_tensor(info)
+            done += info.nbytes
+            if progress is not None:
+                progress(done / total, f"merged {info.name}")
+
+    def merge_tensor(self, info: OutputTensor) -> torch.Tensor:
+        """The merged tensor ``info.name`` (contiguous, dtype ``info.dtype``)."""
+        if not self._is_float(info.name):
+            return self._copy_buffer(info)
+        weights = self.weights_for(info.part)
+        used = [i for i, w in enumerate(weights) if w != 0]  # weight 0 contributes nothing: skip the read
+        if not used:  # only possible for methods with a base (schedule rows and averages sum to > 0)
+            return self._readers[self.plan.base].get(info.name).to(info.dtype).contiguous()
+        inputs = _LazyTensors([self._readers[self.merged[i]] for i in used], info.name)
+        base = self._readers[self.plan.base].get(info.name) if self.method.needs_base else None
+        generator = self._generator(info.name) if self.method.random else None
+        merged = self.method.merge(inputs, torch.as_tensor(weights[used]), base, self.params, generator)
+        return merged.to(info.dtype).contiguous()
+
+    def close(self) -> None:
+        for reader in self._readers.values():
+            reader.close()
+
+    def __enter__(self) -> "MergeRun":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _out_dtype(self, reference, name: str) -> torch.dtype:
+        source = ST_DTYPES.get(reference.dtypes[name])
+        if source is None:
+            raise ModelLoadError(f"tensor {name} has unsupported dtype {reference.dtypes[name]}")
+        if not source.is_floating_point or self.plan.dtype == "auto":
+            return source
+        return _OUT_DTYPES[self.plan.dtype]
+
+    def _is_float(self, name: str) -> bool:
+        return all(ST_DTYPES.get(ckpt.dtypes[name], torch.int8).is_floating_point for ckpt in self.checkpoints.values())
+
+    def _copy_buffer(self, info: OutputTensor) -> torch.Tensor:
+        """Integer/bool tensors are not merged: copied when every model agrees (as mergekit does)."""
+        names = self.merged + ([self.plan.base] if self.method.needs_base else [])
+        first = self._readers[names[0]].get(info.name)
+        for other in names[1:]:
+            tensor = self._readers[other].get(info.name)
+            if tensor.dtype != first.dtype or not torch.equal(tensor, first):
+                raise IncompatibleModelsError(
+                    f"tensor {info.name} is not floating point and differs between {names[0]} and {other}; "
+                    "it cannot be merged")
+        return first.contiguous()
+
+    def _generator(self, name: str) -> torch.Generator:
+        """A generator seeded by (seed, tensor name): reproducible and independent of tensor order."""
+        key = f"{int(self.params.get('seed', 0))}:{name}".encode()
+        return torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1)
+
+
+def merge_state_dicts(plan: MergePlan, progress: Progress | None = None,
+                      checkpoints: dict | None = None) -> dict[str, torch.Tensor]:
+    """The merged weights in memory: ``{name: tensor}`` in the output dtype of the plan.
+
+    For previews and small models; use :func:`stream_merge` to write large ones to disk.
+    """
+    with MergeRun(plan, checkpoints) as run:
+        return {info.name: tensor for info, tensor in run.tensors(progress)}
+
+
+def merged_model(plan: MergePlan, progress: Progress | None = None, checkpoints: dict | None = None,
+                 dtype: torch.dtype | None = torch.float32):
+    """The merged model, loaded: a transformers causal LM in eval mode on CPU.
+
+    The architecture and config are the reference model's. ``dtype`` (float32 by default, like
+    :func:`recall_core.models.load_model` on CPU) is applied after merging, so a bfloat16 plan
+    gives the same values its exported folder loads to.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    state = merge_state_dicts(plan, progress, checkpoints)
+    reference = plan.spec(plan.reference_name)
+    folder = resolve_model_path(reference.path)
+    try:
+        config = AutoConfig.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype or torch.float32)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"could not build the merged model from {folder}/config.json: {exc}") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    model.tie_weights()
+    loaded = {t.data_ptr() for n, t in model.state_dict().items() if n in state}
+    untied = [n for n in missing if model.state_dict()[n].data_ptr() not in loaded]
+    if untied or unexpected:
+        name = (untied or unexpected)[0]
+        raise ModelLoadError(f"merged weights do not fit the {config.model_type} model: tensor {name} "
+                             f"{'has no merged value' if untied else 'is not a parameter of the model'}")
+    return model.eval()
+
+
+__all__ = ["MergeRun", "OutputTensor", "merge_state_dicts", "merged_model"]
