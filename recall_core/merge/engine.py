@@ -100,10 +100,12 @@ class MergeRun:
         """Yield ``(OutputTensor, tensor)`` in ``layout`` order; each tensor is contiguous, in its output dtype."""
         total, done = max(self.total_bytes, 1), 0
         for info in self.layout:
-            yield info, self.merge_tensor(info)
+            tensor = self.merge_tensor(info)
             done += info.nbytes
-            if progress is not None:
+            if progress is not None:  # before the yield: a consumer that stops at the last tensor still sees 1.0
                 progress(done / total, f"merged {info.name}")
+            yield info, tensor
+            del tensor
 
     def merge_tensor(self, info: OutputTensor) -> torch.Tensor:
         """The merged tensor ``info.name`` (contiguous, dtype ``info.dtype``)."""
