@@ -67,7 +67,9 @@ def to_mergekit_config(plan, tensor_names: list[str] | None = None, model_type: 
     if not merged:
         raise PlanError("the plan has no model to merge besides the base")
     reference = _path(plan, plan.reference_name)
-    dtypes = {"dtype": "float32", **_out_dtype(plan)}  # recall_core merges in float32, then converts
+    # recall_core merges in float32 and converts once to the output dtype; so does mergekit here.
+    out_dtype = output_dtype_name(plan)
+    dtypes = {"dtype": "float32", **({"out_dtype": out_dtype} if out_dtype != "float32" else {})}
     if plan.method == "recall":
         if plan.schedule is None:
             raise PlanError("method 'recall' needs a schedule; compute or load one first")
@@ -146,13 +148,12 @@ def _task_vector_config(plan, dtypes: dict) -> dict:
             "parameters": shared, "models": models}
 
 
-def _out_dtype(plan) -> dict:
-    """``{"out_dtype": ...}`` for the plan's output dtype (nothing for float32)."""
-    dtype = str(plan.dtype or "float32")
-    if dtype == "auto":  # each tensor as in the reference: mergekit has one out_dtype for all
-        found = {_ST_NAMES.get(d, d) for d in _reference_checkpoint(plan).dtypes.values() if d in _ST_NAMES}
-        dtype = found.pop() if len(found) == 1 else "float32"
-    return {} if dtype == "float32" else {"out_dtype": dtype}
+def output_dtype_name(plan) -> str:
+    """The dtype the merge is saved in; for ``auto``, the reference's (float32 when it mixes dtypes)."""
+    if plan.dtype != "auto":
+        return str(plan.dtype or "float32")
+    found = {_ST_NAMES[d] for d in _reference_checkpoint(plan).dtypes.values() if d in _ST_NAMES}
+    return found.pop() if len(found) == 1 else "float32"
 
 
 _ST_NAMES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
