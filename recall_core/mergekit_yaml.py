@@ -11,6 +11,7 @@ Semantics relied on (mergekit 0.1.5, checked against its source and by ``tests/t
   with ``t = 0``: without a filter they would all read the FIRST list value. Conditions
   ``[{filter: s, value: v}, ..., {value: default}]`` are tried in order and the first whose ``s`` is a
   substring of the tensor name wins, so every non-block tensor gets a filter with its full name.
+  (mergekit matches its architecture's canonical names, which are the names transformers saves.)
 - ``task_arithmetic``, ``ties`` and ``dare_linear`` need ``base_model``; ``weight`` is required for
   every other model; ``lambda`` scales the merged task vector; ``ties`` normalises by the weights of
   the sign-agreeing models by default, ``dare_linear`` rescales the kept deltas by default.
@@ -149,7 +150,11 @@ def _task_vector_config(plan, dtypes: dict) -> dict:
 
 
 def output_dtype_name(plan) -> str:
-    """The dtype the merge is saved in; for ``auto``, the reference's (float32 when it mixes dtypes)."""
+    """The dtype the merge is saved in; for ``auto``, the reference's.
+
+    A reference that mixes float dtypes under ``auto`` keeps them per tensor in recall_core, which
+    mergekit's single ``out_dtype`` cannot express: float32 is announced then.
+    """
     if plan.dtype != "auto":
         return str(plan.dtype or "float32")
     found = {_ST_NAMES[d] for d in _reference_checkpoint(plan).dtypes.values() if d in _ST_NAMES}

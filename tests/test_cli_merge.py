@@ -194,6 +194,16 @@ def test_python_m_recall_core_merge(tiny_family, tmp_path):
     assert "already exists" in again.stderr
 
 
+def test_ctrl_c_exits_130_with_one_line(tiny_family, tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("recall_core.export.export_merge", interrupted)
+    path = write_plan(tmp_path, MergePlan(specs(tiny_family), "average"))
+    assert run_merge(["--plan", str(path), "--out", str(tmp_path / "m")]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted: nothing was written"
+
+
 # ---- evaluate -----------------------------------------------------------------------------------------------
 
 def test_evaluate_prints_a_table_and_writes_json(tiny_family, probe_jsonl, tmp_path, capsys):
@@ -220,3 +230,4 @@ def test_evaluate_bad_input(tiny_family, probe_jsonl, capsys, argv, fragment):
         argv += ["--probes", str(probe_jsonl)]
     assert evaluate_cmd.run(parse(evaluate_cmd, [*argv, "--quiet"])) == 2
     assert_one_line_error(capsys, fragment)
+
