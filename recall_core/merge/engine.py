@@ -6,7 +6,10 @@ time, in the reference checkpoint's order. Two sinks consume it: :func:`merge_st
 for previews and small models) and :func:`recall_core.merge.streaming.stream_merge` (shards on disk).
 
 Per output tensor it reads that tensor of each merged model with a non-zero weight (plus the base's
-when the method needs it), merges in float32 and converts once to the output dtype.
+when the method needs it), merges in float32 and converts once to the output dtype. Elementwise methods
+(linear, task arithmetic) work through a large tensor in flat chunks held in buffers allocated once,
+so memory does not grow with the largest tensor and no time goes to page-faulting fresh allocations;
+TIES and DARE (global top-k, norm rescale) take whole tensors.
 """
 from __future__ import annotations
 
@@ -38,15 +41,29 @@ class OutputTensor:
     part: str | int  # "embed", block index, "head"
 
     @property
+    def numel(self) -> int:
+        return prod(self.shape)
+
+    @property
     def nbytes(self) -> int:
-        return prod(self.shape) * self.dtype.itemsize
+        return self.numel * self.dtype.itemsize
+
+
+# Elementwise methods merge big tensors in flat chunks of this many elements, in reused buffers:
+# memory stays bounded whatever the largest tensor, and reused pages cost no page faults.
+CHUNK_ELEMENTS = 1 << 22  # 16 MiB per float32 buffer
 
 
 class _LazyTensors(Sequence):
-    """The inputs of one output tensor, read from disk when indexed (so a kernel holds one at a time)."""
+    """The float32 inputs of one merge call, read when indexed (so a kernel holds one or two at a time).
 
-    def __init__(self, readers: list[TensorReader], name: str):
+    Without buffers, item i is a new whole tensor. With ``start``/``buffers`` set, item i is the flat range ``[start, start + n)`` read into
+    ``buffers[i % 2]``: it stays valid until item i + 2 is read (kernels read each item once).
+    """
+
+    def __init__(self, readers: list[TensorReader], name: str, start: int = 0, buffers=None, scratch=None):
         self._readers, self._name = readers, name
+        self._start, self._buffers, self._scratch = start, buffers, scratch
 
     def __len__(self) -> int:
         return len(self._readers)
@@ -54,7 +71,29 @@ class _LazyTensors(Sequence):
     def __getitem__(self, index):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
-        return self._readers[index].get(self._name)
+        reader = self._readers[index]
+        if self._buffers is None:
+            return reader.get(self._name).to(torch.float32)
+        return reader.read_float32(self._name, self._start, self._buffers[index % 2], self._scratch)
+
+
+class _Buffers:
+    """Reused flat buffers for chunked merging, allocated once at the size of the largest chunk."""
+
+    def __init__(self, n: int):
+        self.inputs = [torch.empty(n, dtype=torch.float32) for _ in range(2)]
+        self.base = torch.empty(n, dtype=torch.float32)
+        self.acc = torch.empty(n, dtype=torch.float32)
+        self.scratch = torch.empty(n * 4, dtype=torch.uint8)  # raw bytes of non-float32 sources
+        self.out = torch.empty(n * 4, dtype=torch.uint8)  # the converted output piece
+
+    @property
+    def nbytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in (*self.inputs, self.base, self.acc, self.scratch, self.out))
+
+    def holds(self, tensor: torch.Tensor) -> bool:
+        ptr = tensor.untyped_storage().data_ptr()
+        return any(ptr == b.untyped_storage().data_ptr() for b in (*self.inputs, self.base, self.acc, self.out))
 
 
 class MergeRun:
@@ -65,7 +104,7 @@ class MergeRun:
     Attributes:
         plan: the plan.
         checkpoints: ``{name: Checkpoint}`` of every model of the plan.
-        layout: the output tensors, in the order :meth:`tensors` yields them.
+        layout: the output tensors, in the order :meth:`pieces` and :meth:`tensors` yield them.
     """
 
     def __init__(self, plan: MergePlan, checkpoints: dict | None = None):
@@ -85,6 +124,7 @@ class MergeRun:
             from ..schedule import validate
 
             self._schedule = validate(plan.schedule)  # rows sum to 1
+        self.buffers: _Buffers | None = None
 
     @property
     def total_bytes(self) -> int:
@@ -96,30 +136,82 @@ class MergeRun:
             return self._schedule.weight_for(part)
         return self._model_weights
 
-    def tensors(self, progress: Progress | None = None) -> Iterator[tuple[OutputTensor, torch.Tensor]]:
-        """Yield ``(OutputTensor, tensor)`` in ``layout`` order; each tensor is contiguous, in its output dtype."""
+    def pieces(self, progress: Progress | None = None) -> Iterator[tuple[OutputTensor, int, torch.Tensor]]:
+        """The merge, as consecutive flat pieces: ``(OutputTensor, first element, 1-D piece)``.
+
+        Tensors come in ``layout`` order; a tensor comes whole or, for elementwise methods, in chunks
+        of ``CHUNK_ELEMENTS``. Pieces are in the output dtype. A piece may live in a reused buffer: it
+        is valid until the next piece is requested (write or copy it first).
+        """
         total, done = max(self.total_bytes, 1), 0
         for info in self.layout:
-            tensor = self.merge_tensor(info)
-            done += info.nbytes
-            if progress is not None:  # before the yield: a consumer that stops at the last tensor still sees 1.0
-                progress(done / total, f"merged {info.name}")
-            yield info, tensor
-            del tensor
+            for start, piece in self._merge_pieces(info):
+                done += piece.numel() * piece.element_size()
+                if progress is not None:  # before the yield: a consumer stopping at the last piece still sees 1.0
+                    progress(done / total, f"merged {info.name}")
+                yield info, start, piece
+                del piece
+
+    def tensors(self, progress: Progress | None = None) -> Iterator[tuple[OutputTensor, torch.Tensor]]:
+        """Whole merged tensors ``(OutputTensor, tensor)`` in ``layout`` order, each a new tensor."""
+        pieces = self.pieces(progress)
+        for info, start, piece in pieces:
+            yield info, self._assemble(info, start, piece, pieces)
 
     def merge_tensor(self, info: OutputTensor) -> torch.Tensor:
-        """The merged tensor ``info.name`` (contiguous, dtype ``info.dtype``)."""
+        """One merged tensor (a new tensor of ``info.shape`` and ``info.dtype``)."""
+        pieces = ((info, start, piece) for start, piece in self._merge_pieces(info))
+        _, start, piece = next(pieces)
+        return self._assemble(info, start, piece, pieces)
+
+    def _assemble(self, info: OutputTensor, start: int, piece: torch.Tensor, rest) -> torch.Tensor:
+        """The whole tensor from its first piece and the following ones of ``rest``."""
+        if piece.numel() == info.numel and not (self.buffers is not None and self.buffers.holds(piece)):
+            return piece.reshape(info.shape)
+        flat = torch.empty(info.numel, dtype=info.dtype)
+        while True:
+            flat[start:start + piece.numel()].copy_(piece)
+            if start + piece.numel() == info.numel:
+                return flat.reshape(info.shape)
+            _, start, piece = next(rest)
+
+    def _merge_pieces(self, info: OutputTensor) -> Iterator[tuple[int, torch.Tensor]]:
         if not self._is_float(info.name):
-            return self._copy_buffer(info)
+            yield 0, self._copy_buffer(info).reshape(-1)
+            return
         weights = self.weights_for(info.part)
         used = [i for i, w in enumerate(weights) if w != 0]  # weight 0 contributes nothing: skip the read
+        readers = [self._readers[self.merged[i]] for i in used]
         if not used:  # only possible for methods with a base (schedule rows and averages sum to > 0)
-            return self._readers[self.plan.base].get(info.name).to(info.dtype).contiguous()
-        inputs = _LazyTensors([self._readers[self.merged[i]] for i in used], info.name)
-        base = self._readers[self.plan.base].get(info.name) if self.method.needs_base else None
-        generator = self._generator(info.name) if self.method.random else None
-        merged = self.method.merge(inputs, torch.as_tensor(weights[used]), base, self.params, generator)
-        return merged.to(info.dtype).contiguous()
+            yield 0, self._readers[self.plan.base].get(info.name).to(info.dtype).reshape(-1)
+            return
+        w = torch.as_tensor(weights[used])
+        if not self.method.elementwise:
+            base = self._readers[self.plan.base].get(info.name) if self.method.needs_base else None
+            generator = self._generator(info.name) if self.method.random else None
+            merged = self.method.merge(_LazyTensors(readers, info.name), w, base, self.params, generator)
+            yield 0, merged.to(info.dtype).reshape(-1)
+            return
+        if info.numel == 0:
+            yield 0, torch.empty(0, dtype=info.dtype)
+            return
+        buffers = self._buffers_for(info.numel)
+        for start in range(0, info.numel, CHUNK_ELEMENTS):
+            n = min(CHUNK_ELEMENTS, info.numel - start)
+            inputs = _LazyTensors(readers, info.name, start, [b[:n] for b in buffers.inputs], buffers.scratch)
+            base = None
+            if self.method.needs_base:
+                base = self._readers[self.plan.base].read_float32(info.name, start, buffers.base[:n], buffers.scratch)
+            merged = self.method.merge(inputs, w, base, self.params, None, out=buffers.acc[:n])
+            if info.dtype != torch.float32:
+                merged = buffers.out[:n * info.dtype.itemsize].view(info.dtype).copy_(merged)
+            yield start, merged
+
+    def _buffers_for(self, numel: int) -> _Buffers:
+        if self.buffers is None:  # once, sized for the largest chunk of the whole merge
+            largest = max([t.numel for t in self.layout if t.dtype.is_floating_point] + [numel])
+            self.buffers = _Buffers(min(largest, CHUNK_ELEMENTS))
+        return self.buffers
 
     def close(self) -> None:
         for reader in self._readers.values():

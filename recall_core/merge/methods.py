@@ -43,6 +43,8 @@ class MergeMethod:
         defaults: parameter defaults; ``MergePlan.params`` overrides them.
         mergekit_name: the mergekit ``merge_method`` with the same semantics.
         random: whether ``merge`` draws from the generator (DARE).
+        elementwise: each output element depends only on the same element of the inputs, so the
+            engine may merge a large tensor in flat chunks (TIES and DARE need whole tensors).
     """
 
     name: str
@@ -51,10 +53,12 @@ class MergeMethod:
     defaults: Mapping = field(default_factory=dict)
     mergekit_name: str = ""
     random: bool = False
+    elementwise: bool = False
     description: str = ""
 
     def merge(self, tensors: Sequence[torch.Tensor], weights: torch.Tensor, base: torch.Tensor | None = None,
-              params: Mapping | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+              params: Mapping | None = None, generator: torch.Generator | None = None,
+              out: torch.Tensor | None = None) -> torch.Tensor:
         """Merge one tensor.
 
         Args:
@@ -64,44 +68,50 @@ class MergeMethod:
             base: the base model's tensor of shape ``S`` (methods with ``needs_base``).
             params: method parameters; missing ones take ``defaults``.
             generator: random source of ``random`` methods (seeded by the engine per tensor).
+            out: optional float32 buffer of shape ``S`` for the result (``elementwise`` methods use it).
 
         Returns:
-            float32 tensor of shape ``S``.
+            float32 tensor of shape ``S`` (``out`` when given and used).
         """
         if len(tensors) != len(weights):
             raise ValueError(f"{len(tensors)} tensors but {len(weights)} weights")
         if self.needs_base and base is None:
             raise ValueError(f"{self.name} needs the base tensor")
-        return self.kernel(tensors, [float(w) for w in weights], base, {**self.defaults, **(params or {})}, generator)
+        return self.kernel(tensors, [float(w) for w in weights], base, {**self.defaults, **(params or {})},
+                           generator, out)
 
 
-# ---- kernels: (tensors, weights as floats, base, params, generator) -> float32 tensor ----
+# ---- kernels: (tensors, weights as floats, base, params, generator, out) -> float32 tensor ----
 
-def linear(tensors, weights, base, params, generator) -> torch.Tensor:
+def linear(tensors, weights, base, params, generator, out=None) -> torch.Tensor:
     """Weighted average ``sum_i w_i t_i / sum_i w_i`` (mergekit ``linear``, normalize on)."""
-    total = sum(weights)
-    out = None
+    first = True
     for tensor, weight in zip(tensors, weights):
-        if out is None:  # a new float32 tensor: the inputs stay untouched
-            out = torch.mul(tensor, weight) if tensor.dtype == F32 else tensor.to(F32).mul_(weight)
+        if first:  # into out or a new float32 tensor: the inputs stay untouched
+            source = tensor if tensor.dtype == F32 else tensor.to(F32)
+            out = torch.mul(source, weight) if out is None else torch.mul(source, weight, out=out)
+            first = False
         else:
-            out.add_(tensor, alpha=weight)  # promotes bf16/f16 inputs without a float32 copy
+            out.add_(tensor, alpha=weight)
     if params.get("normalize", True):
-        out.div_(total)
+        out.div_(sum(weights))
     return out
 
 
-def task_arithmetic(tensors, weights, base, params, generator) -> torch.Tensor:
+def task_arithmetic(tensors, weights, base, params, generator, out=None) -> torch.Tensor:
     """``base + lambda * sum_i w_i (t_i - base)``, optionally divided by ``sum_i w_i``."""
     base32 = base.to(F32)
     mixed = None
     for tensor, weight in zip(tensors, weights):
-        delta = torch.sub(tensor, base32)
-        mixed = delta.mul_(weight) if mixed is None else mixed.add_(delta, alpha=weight)
+        if mixed is None:
+            mixed = torch.sub(tensor, base32) if out is None else torch.sub(tensor, base32, out=out)
+            mixed.mul_(weight)
+        else:
+            mixed.add_(torch.sub(tensor, base32), alpha=weight)
     return _finish(mixed, base32, sum(weights), params)
 
 
-def dare(tensors, weights, base, params, generator) -> torch.Tensor:
+def dare(tensors, weights, base, params, generator, out=None) -> torch.Tensor:
     """mergekit ``dare_linear``: random drop of task-vector entries, L1 rescale, weighted sum."""
     base32 = base.to(F32)
     density = 1.0 - float(params["drop_rate"])
@@ -116,7 +126,7 @@ def dare(tensors, weights, base, params, generator) -> torch.Tensor:
     return _finish(mixed, base32, sum(weights), params)
 
 
-def ties(tensors, weights, base, params, generator) -> torch.Tensor:
+def ties(tensors, weights, base, params, generator, out=None) -> torch.Tensor:
     """TIES: magnitude trim per task vector, sign election by sum, disjoint (weighted) mean."""
     base32 = base.to(F32)
     density = float(params["density"])
@@ -180,7 +190,9 @@ def _magnitude_trim(delta: torch.Tensor, density: float, rescale: bool) -> torch
 
 
 def _method(name, kernel, needs_base, mergekit_name, description, random=False, **defaults) -> MergeMethod:
-    return MergeMethod(name, needs_base, kernel, MappingProxyType(defaults), mergekit_name, random, description)
+    elementwise = kernel in (linear, task_arithmetic)
+    return MergeMethod(name, needs_base, kernel, MappingProxyType(defaults), mergekit_name, random, elementwise,
+                       description)
 
 
 METHODS: dict[str, MergeMethod] = {

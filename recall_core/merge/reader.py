@@ -57,6 +57,24 @@ class TensorReader:
             self._read_into(file, start, raw.numpy())
         return raw.view(dtype).reshape(self.checkpoint.shapes[name])
 
+    def read_float32(self, name: str, start: int, out: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+        """Elements ``[start, start + len(out))`` of the flattened tensor, as float32, into ``out``.
+
+        ``out`` is a 1-D float32 buffer; ``scratch`` a uint8 buffer of at least ``len(out) * itemsize``
+        bytes for non-float32 sources. Reusing both across calls avoids a page fault per fresh page.
+        """
+        count = out.numel()
+        if name not in self._where:
+            return out.copy_(self.checkpoint.get(name).reshape(-1)[start:start + count])
+        file, begin, _ = self._where[name]
+        dtype = ST_DTYPES[self.checkpoint.dtypes[name]]
+        if dtype == torch.float32:
+            self._read_into(file, begin + start * 4, out.view(torch.uint8).numpy())
+            return out
+        raw = scratch[:count * dtype.itemsize]
+        self._read_into(file, begin + start * dtype.itemsize, raw.numpy())
+        return out.copy_(raw.view(dtype))
+
     def _read_into(self, file: str, offset: int, buffer) -> None:
         if not hasattr(os, "preadv"):  # Windows: plain seek + readinto
             with open(file, "rb") as fh:

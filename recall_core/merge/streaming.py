@@ -91,23 +91,32 @@ def stream_merge(plan: MergePlan, out_dir: str | os.PathLike, shard_bytes: int =
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ExportError(f"cannot create {out_dir}: {exc.strerror}") from None
-        merged = run.tensors(progress)
-        written = []
-        for shard, name in zip(shards, names):
-            path = out_dir / name
-            try:
-                with open(path, "wb") as fh:
-                    fh.write(safetensors_header(shard))
-                    for info in shard:
-                        produced, tensor = next(merged)
-                        if produced.name != info.name or tensor.dtype != info.dtype or tuple(tensor.shape) != info.shape:
-                            raise RuntimeError(f"merge produced {produced.name} {tensor.dtype} {tuple(tensor.shape)}, "
-                                               f"expected {info.name} {info.dtype} {info.shape}")
-                        write_tensor(fh, tensor)
-                        del tensor  # the next tensor is not produced while this one is held
-            except OSError as exc:
-                raise ExportError(f"cannot write {path}: {exc.strerror}") from None
-            written.append(path)
+        shard_of = {info.name: i for i, shard in enumerate(shards) for info in shard}
+        headers = [safetensors_header(shard) for shard in shards]
+        paths = [out_dir / name for name in names]
+        fh, current = None, -1
+        try:
+            for info, _, piece in run.pieces(progress):
+                if shard_of[info.name] != current:
+                    if fh is not None:
+                        fh.close()
+                    current = shard_of[info.name]
+                    fh = open(paths[current], "wb")
+                    fh.write(headers[current])
+                if piece.dtype != info.dtype:
+                    raise RuntimeError(f"merge produced {piece.dtype} for {info.name}, expected {info.dtype}")
+                write_tensor(fh, piece)
+                del piece  # the next piece may reuse its buffer
+        except OSError as exc:
+            raise ExportError(f"cannot write {paths[max(current, 0)]}: {exc.strerror}") from None
+        finally:
+            if fh is not None:
+                fh.close()
+        for path, header, shard in zip(paths, headers, shards):
+            expected = len(header) + sum(info.nbytes for info in shard)
+            if path.stat().st_size != expected:  # a bug, not a user error: never hand out a corrupt shard
+                raise RuntimeError(f"{path.name} has {path.stat().st_size} bytes, expected {expected}")
+        written = list(paths)
         if len(shards) > 1:
             index = {"metadata": {"total_size": run.total_bytes},
                      "weight_map": {info.name: name for shard, name in zip(shards, names) for info in shard}}
