@@ -18,7 +18,7 @@ TITLE = "RECALL Studio"
 
 CSS = """
 .gradio-container {max-width: 1480px !important; margin: 0 auto;}
-.tab-intro p {color: var(--body-text-color-subdued); margin: 0 0 4px 0;}
+.tab-intro p {margin: 0 0 4px 0; font-size: 0.95em;}
 .status p {margin: 4px 0;}
 #app-title h1 {margin-bottom: 0;}
 """

@@ -113,15 +113,15 @@ class DemoLoader:
 # ---------------------------------------------------------------------------------------------- messages
 
 def ok(message: str) -> str:
-    return f"✅ {message}"
+    return f"✓ {message}"
 
 
 def info(message: str) -> str:
-    return f"ℹ️ {message}"
+    return f"ℹ {message}"
 
 
 def error_text(message: str) -> str:
-    return f"⚠️ **{message}**"
+    return f"⚠ **{message}**"
 
 
 def user_message(exc: BaseException) -> str:

@@ -34,14 +34,14 @@ def build(ctx) -> None:
         intro("Write a merge as a Hugging Face model folder (sharded safetensors, config, tokenizer and a model "
               "card with the schedule and the scores), with the **plan.json** that re-runs it headless "
               "(`python -m recall_core merge --plan plan.json`) and the **mergekit.yaml** that reproduces it.")
-        with gr.Row(equal_height=True):
+        with gr.Row():
             merge = gr.Dropdown(choices=["recall"], value="recall", label="merge to export", scale=1,
                                 elem_id="export-merge")
             name = gr.Textbox("recall-merge", label="model name (folder name)", scale=1, elem_id="export-name")
             folder = gr.Textbox("", label="also save the folder here on the server (optional)", scale=2,
                                 placeholder="/path/to/output (must not exist yet)")
             replace = gr.Checkbox(False, label="replace that folder if it exists", scale=1)
-            export = gr.Button("Export", variant="primary", scale=1, elem_id="export")
+            export = gr.Button("Export", variant="primary", scale=0, min_width=160, elem_id="export")
         status = gr.Markdown(info("Run a merge in tab 5 (or export the RECALL schedule directly)."),
                              elem_classes=["status"], elem_id="export-status")
         with gr.Row():
@@ -51,9 +51,9 @@ def build(ctx) -> None:
             yaml_button = gr.DownloadButton("Download mergekit.yaml", interactive=False, elem_id="download-yaml")
         with gr.Row():
             with gr.Column():
-                plan_code = gr.Code(label="plan.json", language="json", lines=14, max_lines=24, interactive=False)
+                plan_code = gr.Code(label="plan.json", language="json", lines=10, max_lines=24, interactive=False)
             with gr.Column():
-                yaml_code = gr.Code(label="mergekit.yaml", language="yaml", lines=14, max_lines=24,
+                yaml_code = gr.Code(label="mergekit.yaml", language="yaml", lines=10, max_lines=24,
                                     interactive=False)
         with gr.Accordion("Model card (README.md)", open=False):
             card = gr.Markdown("", elem_id="model-card")

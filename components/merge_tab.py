@@ -98,32 +98,32 @@ def build(ctx) -> None:
         intro("Merge the models with the RECALL schedule and any baselines, then score every source model and "
               "every merge on the evaluation set. **Forgetting** = best source score minus the model's score on "
               "a task (positive = forgot). Task arithmetic, TIES and DARE need a model with the role `base`.")
-        with gr.Row(equal_height=True):
+        with gr.Row():
             methods = gr.CheckboxGroup(METHOD_CHOICES, value=["recall", "average"], label="merges to run", scale=3,
                                        elem_id="merge-methods")
-            run = gr.Button("Merge & evaluate", variant="primary", scale=1, elem_id="run-merge")
+            run = gr.Button("Merge & evaluate", variant="primary", scale=0, min_width=200, elem_id="run-merge")
         with gr.Row(equal_height=True):
             lam = gr.Number(1.0, label="λ (task arithmetic, TIES, DARE)", minimum=0, step=0.1)
-            density = gr.Slider(0.05, 1.0, value=0.5, step=0.05, label="TIES density (share of each task vector kept)")
+            density = gr.Slider(0.05, 1.0, value=0.5, step=0.05, label="TIES density (share kept)")
             drop_rate = gr.Slider(0.0, 0.95, value=0.5, step=0.05, label="DARE drop rate")
             seed = gr.Number(0, label="DARE seed", precision=0)
         status = gr.Markdown(info("Run a merge to see the scores."), elem_classes=["status"], elem_id="merge-status")
-        scores = gr.Dataframe(interactive=False, label="accuracy per task (%) — sources and merges",
+        scores = gr.Dataframe(value={"headers": ["model", "kind", "average %"], "data": []}, interactive=False, label="accuracy per task (%) — sources and merges",
                               elem_id="scores-table", wrap=True)
         with gr.Row():
             with gr.Column(scale=3):
                 chart = gr.Plot(label="accuracy per task", elem_id="scores-plot")
             with gr.Column(scale=2):
-                forgetting = gr.Dataframe(interactive=False, wrap=True, elem_id="forgetting-table",
+                forgetting = gr.Dataframe(value={"headers": ["model"], "data": []}, interactive=False, wrap=True, elem_id="forgetting-table",
                                           label="forgetting per task: best source − model (points; < 0 = gain)")
         gr.Markdown("#### Side-by-side generations\nGreedy continuations of a few prompts (one per line) by every "
                     "source model and every merge.")
-        with gr.Row(equal_height=True):
+        with gr.Row():
             prompts = gr.Textbox(label="prompts (one per line)", lines=4, scale=4, elem_id="prompts")
             with gr.Column(scale=1):
                 max_tokens = gr.Slider(1, 64, value=12, step=1, label="max new tokens")
                 generate = gr.Button("Generate", elem_id="generate")
-        generations = gr.Dataframe(interactive=False, wrap=True, label="generations", elem_id="generations")
+        generations = gr.Dataframe(value={"headers": ["prompt", "expected"], "data": []}, interactive=False, wrap=True, label="generations", elem_id="generations")
 
     outputs = [scores, forgetting, chart, status]
 

@@ -113,16 +113,18 @@ def build(ctx) -> None:
         intro("Choose the models to merge and the probe texts to run them on, check that the models are "
               "compatible, then **extract representations** (pooled hidden states of every model, layer and text). "
               "The demo workspace does all of this in one click.")
-        with gr.Row(equal_height=True):
-            load_demo = gr.Button("Load demo workspace", variant="primary", scale=1, elem_id="load-demo")
-            extract = gr.Button("Extract representations", variant="primary", scale=1, elem_id="extract")
+        with gr.Row():
+            load_demo = gr.Button("Load demo workspace", variant="primary", scale=0, min_width=230, elem_id="load-demo")
+            extract = gr.Button("Extract representations", variant="primary", scale=0, min_width=230,
+                                elem_id="extract")
             status = gr.Markdown(info("Load the demo workspace, or enter your models below."),
                                  elem_id="models-status", elem_classes=["status"])
         with gr.Row():
             with gr.Column(scale=3):
                 gr.Markdown("#### Models\nOne row per model: a short **name**, a local **folder** or hub id, and a "
                             "**role**: `base` (optional; needed by task arithmetic, TIES and DARE), `expert`, or "
-                            "`reference` (the newest fine-tune; default: the last expert).")
+                            "`reference` (the newest fine-tune; default: the last expert). Edit the cells, then "
+                            "press **Check models**.")
                 models = gr.Dataframe(value=models_value(session0), headers=MODEL_COLUMNS,
                                       datatype=["str", "str", "str"], type="array", interactive=True,
                                       row_count=max(3, len(session0.models)), column_count=3,

@@ -23,13 +23,14 @@ def stamp(session):
 
 def build(ctx) -> None:
     with gr.Tab("2 · Samples", id="samples") as tab:
+        seen = gr.State(None)  # what the views show now: reopening the tab skips unchanged views
         intro("Each point is a probe text, placed by **UMAP** (PCA below 10 texts) of one model's pooled hidden "
               "states at one layer. Colour by task or by k-means cluster; black diamonds mark the **typical "
               "samples** the similarity is computed on. Hover a point to read its text. Below: how well each "
               "layer separates the tasks.")
         with gr.Row(equal_height=True):
             model = gr.Dropdown(label="model", choices=[], interactive=True, scale=2, elem_id="samples-model")
-            layer = gr.Slider(label="layer (hidden-state index: 0 = embeddings, i = output of block i-1)",
+            layer = gr.Slider(label="layer (0 = embeddings, i = output of block i−1)",
                               minimum=0, maximum=1, step=1, value=1, interactive=True, scale=3,
                               elem_id="samples-layer")
             color = gr.Radio(label="colour by", choices=["task", "cluster"], value="task", scale=1,
@@ -37,7 +38,6 @@ def build(ctx) -> None:
         status = gr.Markdown(info("Extract representations in tab 1 first."), elem_classes=["status"])
         scatter = gr.Plot(label="samples", elem_id="samples-plot")
         separability = gr.Plot(label="separability by layer", elem_id="separability-plot")
-    seen = gr.State(None)
 
     def scatter_figure(session, model_name, layer_index, color_by):
         view = steps.sample_view(session, model_name, int(layer_index), color_by)

@@ -42,6 +42,7 @@ def stamp(session):
 
 def build(ctx) -> None:
     with gr.Tab("4 · Fusion schedule", id="schedule") as tab:
+        seen = gr.State(None)  # what the views show now: reopening the tab skips unchanged views
         intro("The merge takes, for every part of the model (embeddings, each block, the head), a weighted average "
               "of the models with these weights (each row sums to 1). **RECALL** sets them from the similarity: "
               "a lower **τ** leans harder toward the models most like the reference. Pick a preset or edit a cell: "
@@ -50,10 +51,10 @@ def build(ctx) -> None:
             tau = gr.Slider(0.005, 2.0, value=ctx.template.settings.temperature, step=0.005,
                             label="τ (temperature; small = sharper)", scale=2, elem_id="tau")
             spread = gr.Markdown(info("No schedule yet."), elem_id="spread")
-        with gr.Row(equal_height=True):
+        with gr.Row():
             preset = gr.Radio(PRESET_CHOICES, value="recall", label="preset", scale=3, elem_id="preset")
-            k = gr.Slider(0, 8, value=2, step=1, label="k (first block that takes the reference only)", scale=1)
-            apply = gr.Button("Apply preset", scale=1, elem_id="apply-preset")
+            k = gr.Slider(0, 8, value=2, step=1, label="k: reference only from block k", scale=2)
+            apply = gr.Button("Apply preset", scale=0, min_width=160, elem_id="apply-preset")
         status = gr.Markdown("", elem_classes=["status"], elem_id="schedule-status")
         with gr.Row():
             with gr.Column(scale=2):
@@ -62,7 +63,6 @@ def build(ctx) -> None:
                                        elem_id="schedule-table", max_height=620)
             with gr.Column(scale=3):
                 area = gr.Plot(label="weights by depth", elem_id="schedule-plot")
-    seen = gr.State(None)
 
     def views(session, message):
         sch = session.schedule

@@ -51,6 +51,7 @@ def stamp(session):
 def build(ctx) -> None:
     s0 = ctx.template.settings
     with gr.Tab("3 · Layer similarity", id="similarity") as tab:
+        seen = gr.State(None)  # what the views show now: reopening the tab skips unchanged views
         intro("How similar each model's representations are to the **reference** model's, layer by layer "
               "(1 = identical). Shallow layers usually agree, deep layers diverge: that is what the RECALL "
               "schedule uses. Change the metric or its options and press **Compute similarity**.")
@@ -59,16 +60,17 @@ def build(ctx) -> None:
             sigma = gr.Dropdown(SIGMA_CHOICES, value=s0.sigma_mode, label="σ (RBF bandwidth per layer)", scale=1)
             scaling = gr.Dropdown(SCALING_CHOICES, value=s0.scaling, label="feature scaling", scale=1)
             pooling = gr.Dropdown(POOLING_CHOICES, value=s0.pooling, label="pooling (re-extracts)", scale=1)
-        with gr.Row(equal_height=True):
+        with gr.Row():
             samples = gr.Radio(SAMPLES_CHOICES, value=s0.similarity_on, label="compare on", scale=2)
             clusters = gr.Slider(2, 64, value=s0.clusters, step=1, label="typical samples k (k-means clusters)",
                                  scale=2)
             l2 = gr.Checkbox(value=s0.l2_normalize, label="RBF on L2-normalised vectors", scale=1)
-            compute = gr.Button("Compute similarity", variant="primary", scale=1, elem_id="compute-similarity")
+            compute = gr.Button("Compute similarity", variant="primary", scale=0, min_width=200,
+                                elem_id="compute-similarity")
         status = gr.Markdown(info("Extract representations in tab 1 first."), elem_classes=["status"])
         heatmap = gr.Plot(label="similarity to the reference (models × layers)", elem_id="similarity-heatmap")
         with gr.Accordion("Similarity values", open=False):
-            values = gr.Dataframe(interactive=False, label="similarity to the reference", elem_id="similarity-values")
+            values = gr.Dataframe(value={"headers": ["model"], "data": []}, interactive=False, label="similarity to the reference", elem_id="similarity-values")
         with gr.Row():
             with gr.Column():
                 pair_layer = gr.Slider(0, 1, value=1, step=1, label="pair view: layer (hidden-state index)",
@@ -77,7 +79,6 @@ def build(ctx) -> None:
             with gr.Column():
                 layer_model = gr.Dropdown(choices=[], label="layer × layer view: model", elem_id="layer-model")
                 layers = gr.Plot(label="layer × layer (linear CKA) within one model", elem_id="layer-heatmap")
-    seen = gr.State(None)
 
     def pair_figure(session, layer_index):
         names, matrix = steps.pair_matrix(session, int(layer_index))

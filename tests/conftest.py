@@ -41,3 +41,41 @@ def probe_jsonl(tmp_path_factory):
               "grape", "melon", "apple", "berry", "cherry", "lemon", "olive", "peach"]]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
     return path
+
+
+# ---- dashboard (tests/test_app_api.py, tests/test_browser.py) ----------------------------------------------
+
+@pytest.fixture(scope="session")
+def demo_cache_dir(tmp_path_factory):
+    """One demo cache for the whole run: ``$RECALL_TEST_CACHE`` when set (reused between runs), else a fresh
+    folder, so that CI builds the demo exactly once per run."""
+    from pathlib import Path
+
+    given = os.environ.get("RECALL_TEST_CACHE")
+    return Path(given) if given else tmp_path_factory.mktemp("recall_cache")
+
+
+@pytest.fixture(scope="session")
+def app_url(demo_cache_dir):
+    """The dashboard on the demo workspace, served on 127.0.0.1 and a free port for the whole run.
+
+    The demo build (first run only) starts in the background at once, so it overlaps the tests that use tiny
+    models; each test client gets its own session.
+    """
+    import socket
+
+    from components import LAUNCH_KWARGS, create_app
+    from components.common import AppConfig
+    from recall_core.typical import warm_up_umap
+
+    warm_up_umap(background=True)
+    app = create_app(AppConfig(cache_dir=demo_cache_dir))
+    app.recall_context.loader.start()
+    app.queue(default_concurrency_limit=2)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    _, url, _ = app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                           **LAUNCH_KWARGS)
+    yield url
+    app.close()
