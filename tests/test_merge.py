@@ -257,6 +257,26 @@ def test_auto_dtype_follows_the_reference(tmp_path):
     assert {t.dtype for t in merge_state_dicts(plan).values()} == {torch.float32}
 
 
+def test_sharded_mixed_dtype_inputs_and_tied_embeddings(tmp_path):
+    """Inputs split over several files, one of them bfloat16, with tied embeddings (no lm_head saved)."""
+    base = make_tiny_model("llama", seed=0, tie_word_embeddings=True)
+    a = save_model(perturbed_copy(base, 0.05, seed=1), tmp_path / "a", max_shard_size="20KB")
+    b = save_model(perturbed_copy(base, 0.05, seed=2).to(torch.bfloat16), tmp_path / "b")
+    plan = MergePlan([ModelSpec("a", str(a)), ModelSpec("b", str(b))], "average",
+                     method_params={"weights": {"a": 1.0, "b": 3.0}})
+    with MergeRun(plan) as run:
+        assert len(set(run.checkpoints["a"].files.values())) > 1
+        expected = {n: (run.checkpoints["a"].get(n).double() + 3 * run.checkpoints["b"].get(n).double()) / 4
+                    for n in run.checkpoints["a"].names}
+    merged = merge_state_dicts(plan)
+    assert "lm_head.weight" not in merged and sorted(merged) == sorted(expected)
+    for name, tensor in merged.items():
+        torch.testing.assert_close(tensor.double(), expected[name], rtol=0, atol=1e-6)
+    model = merged_model(plan)
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    torch.testing.assert_close(model.model.embed_tokens.weight, merged["model.embed_tokens.weight"])
+
+
 def test_integer_buffers_are_copied_or_refused(tmp_path):
     from safetensors.torch import save_file
 
