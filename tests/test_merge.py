@@ -343,12 +343,12 @@ class LiveTensors:
 
 @pytest.fixture(scope="module")
 def deep_plan(tmp_path_factory):
-    """Base + 3 models of 12 blocks (~0.5 MB each): the largest tensor is ~2% of the model."""
+    """Base + 3 models of 24 blocks (~1 MB each): the largest tensor is ~1% of the model."""
     root = tmp_path_factory.mktemp("deep")
-    base = make_tiny_model("llama", seed=0, n_blocks=12)
+    base = make_tiny_model("llama", seed=0, n_blocks=24)
     models = [ModelSpec("base", str(save_model(base, root / "base")), "base")]
     models += [ModelSpec(f"m{i}", str(save_model(perturbed_copy(base, 0.02, seed=i), root / f"m{i}"))) for i in range(3)]
-    return MergePlan(models, "recall", schedule=uniform_schedule(["m0", "m1", "m2"], 12))
+    return MergePlan(models, "recall", schedule=uniform_schedule(["m0", "m1", "m2"], 24))
 
 
 @pytest.mark.parametrize("method, chunk, max_whole_inputs", [
@@ -356,7 +356,7 @@ def deep_plan(tmp_path_factory):
 def test_stream_merge_holds_a_few_tensors_not_the_model(deep_plan, tmp_path, monkeypatch, method, chunk,
                                                        max_whole_inputs):
     """Tracked: whole input tensors (TIES reads whole tensors: the base + one or two models at a time),
-    the reused chunk buffers, and the pieces handed to the writer. Together they stay a small fraction of
+    the reused chunk buffers, and the pieces handed to the writer (two at most). Together they stay a small fraction of
     one model, and no piece is retained. Kernel temporaries are not tracked (TIES keeps one trimmed
     task vector per model of the current tensor, as mergekit does)."""
     monkeypatch.setattr(engine, "CHUNK_ELEMENTS", chunk)
@@ -375,8 +375,9 @@ def test_stream_merge_holds_a_few_tensors_not_the_model(deep_plan, tmp_path, mon
     assert len(buffers) <= 1  # allocated once, reused for every chunk
     buffer_bytes = buffers[0].nbytes if buffers else 0
     if buffers:
-        assert buffers[0].acc.numel() == min(chunk, largest // 4)
+        assert buffers[0].accs[0].numel() == min(chunk, largest // 4)
     assert inputs.max_live <= max_whole_inputs and inputs.max_bytes <= max_whole_inputs * largest
-    assert pieces.max_live == 1 and pieces.max_bytes <= largest  # each piece is written, then dropped
+    # each piece is written (on the writer thread while the next one is merged), then dropped
+    assert pieces.max_live <= 2 and pieces.max_bytes <= 2 * largest
     assert inputs.max_bytes + pieces.max_bytes + buffer_bytes < model_bytes / 4
     assert inputs.live == 0 and pieces.live == 0

@@ -78,22 +78,36 @@ class _LazyTensors(Sequence):
 
 
 class _Buffers:
-    """Reused flat buffers for chunked merging, allocated once at the size of the largest chunk."""
+    """Reused flat buffers for chunked merging, allocated once at the size of the largest chunk.
+
+    Output buffers (``acc``: float32 results, ``out``: converted results) come in pairs used in turn,
+    so a piece stays valid while the next one is computed (the writer thread relies on it).
+    """
 
     def __init__(self, n: int):
         self.inputs = [torch.empty(n, dtype=torch.float32) for _ in range(2)]
         self.base = torch.empty(n, dtype=torch.float32)
-        self.acc = torch.empty(n, dtype=torch.float32)
         self.scratch = torch.empty(n * 4, dtype=torch.uint8)  # raw bytes of non-float32 sources
-        self.out = torch.empty(n * 4, dtype=torch.uint8)  # the converted output piece
+        self.accs = [torch.empty(n, dtype=torch.float32) for _ in range(2)]
+        self.outs = [torch.empty(n * 4, dtype=torch.uint8) for _ in range(2)]
+        self.turn = 0
+
+    def next_output(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (acc, out) pair for the next piece: not the pair of the previous piece."""
+        self.turn ^= 1
+        return self.accs[self.turn], self.outs[self.turn]
+
+    @property
+    def all(self) -> tuple[torch.Tensor, ...]:
+        return (*self.inputs, self.base, self.scratch, *self.accs, *self.outs)
 
     @property
     def nbytes(self) -> int:
-        return sum(b.numel() * b.element_size() for b in (*self.inputs, self.base, self.acc, self.scratch, self.out))
+        return sum(b.numel() * b.element_size() for b in self.all)
 
     def holds(self, tensor: torch.Tensor) -> bool:
         ptr = tensor.untyped_storage().data_ptr()
-        return any(ptr == b.untyped_storage().data_ptr() for b in (*self.inputs, self.base, self.acc, self.out))
+        return any(ptr == b.untyped_storage().data_ptr() for b in self.all)
 
 
 class MergeRun:
@@ -141,7 +155,7 @@ class MergeRun:
 
         Tensors come in ``layout`` order; a tensor comes whole or, for elementwise methods, in chunks
         of ``CHUNK_ELEMENTS``. Pieces are in the output dtype. A piece may live in a reused buffer: it
-        is valid until the next piece is requested (write or copy it first).
+        stays valid while the next piece is computed, until the one after is requested.
         """
         total, done = max(self.total_bytes, 1), 0
         for info in self.layout:
@@ -202,9 +216,10 @@ class MergeRun:
             base = None
             if self.method.needs_base:
                 base = self._readers[self.plan.base].read_float32(info.name, start, buffers.base[:n], buffers.scratch)
-            merged = self.method.merge(inputs, w, base, self.params, None, out=buffers.acc[:n])
+            acc, out = buffers.next_output()
+            merged = self.method.merge(inputs, w, base, self.params, None, out=acc[:n])
             if info.dtype != torch.float32:
-                merged = buffers.out[:n * info.dtype.itemsize].view(info.dtype).copy_(merged)
+                merged = out[:n * info.dtype.itemsize].view(info.dtype).copy_(merged)
             yield start, merged
 
     def _buffers_for(self, numel: int) -> _Buffers:

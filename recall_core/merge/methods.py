@@ -94,7 +94,9 @@ def linear(tensors, weights, base, params, generator, out=None) -> torch.Tensor:
         else:
             out.add_(tensor, alpha=weight)
     if params.get("normalize", True):
-        out.div_(sum(weights))
+        total = float(torch.tensor(weights, dtype=F32).sum())  # float32, as mergekit sums the weights
+        if total != 1.0:  # dividing by exactly 1 changes nothing: skip the pass (schedule rows sum to 1)
+            out.div_(total)
     return out
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -70,6 +71,58 @@ def write_tensor(fh, tensor: torch.Tensor) -> int:
     return fh.write(raw.numpy())
 
 
+class _ShardWriter:
+    """Writes pieces into their shard files on one background thread, in order.
+
+    At most one write is in flight: ``write`` waits for the previous one, so the merge computes the
+    next piece while this one is written (pieces stay valid that long, see ``MergeRun.pieces``).
+    """
+
+    def __init__(self, paths: list[Path], headers: list[bytes]):
+        self.paths, self.headers = paths, headers
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recall-shard-writer")
+        self._pending = None
+        self._file, self._index = None, -1
+
+    def write(self, shard: int, piece: torch.Tensor) -> None:
+        self._wait()
+        self._pending = self._pool.submit(self._write, shard, piece)
+
+    def _write(self, shard: int, piece: torch.Tensor) -> None:
+        if shard != self._index:
+            self._close_file()
+            self._index = shard
+            self._file = open(self.paths[shard], "wb")
+            self._file.write(self.headers[shard])
+        write_tensor(self._file, piece)
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            try:
+                pending.result()
+            except OSError as exc:
+                raise ExportError(f"cannot write {self.paths[max(self._index, 0)]}: {exc.strerror}") from None
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> "_ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        try:
+            if exc_type is None:
+                self._wait()
+            elif self._pending is not None:
+                self._pending.exception()  # let the in-flight write end before closing its file
+        finally:
+            self._pool.shutdown(wait=True)
+            self._close_file()
+
+
 def stream_merge(plan: MergePlan, out_dir: str | os.PathLike, shard_bytes: int = DEFAULT_SHARD_BYTES,
                  progress: Progress | None = None, checkpoints: dict | None = None) -> list[Path]:
     """Merge ``plan`` into safetensors shards under ``out_dir``; return the files written.
@@ -94,24 +147,12 @@ def stream_merge(plan: MergePlan, out_dir: str | os.PathLike, shard_bytes: int =
         shard_of = {info.name: i for i, shard in enumerate(shards) for info in shard}
         headers = [safetensors_header(shard) for shard in shards]
         paths = [out_dir / name for name in names]
-        fh, current = None, -1
-        try:
+        with _ShardWriter(paths, headers) as writer:
             for info, _, piece in run.pieces(progress):
-                if shard_of[info.name] != current:
-                    if fh is not None:
-                        fh.close()
-                    current = shard_of[info.name]
-                    fh = open(paths[current], "wb")
-                    fh.write(headers[current])
                 if piece.dtype != info.dtype:
                     raise RuntimeError(f"merge produced {piece.dtype} for {info.name}, expected {info.dtype}")
-                write_tensor(fh, piece)
-                del piece  # the next piece may reuse its buffer
-        except OSError as exc:
-            raise ExportError(f"cannot write {paths[max(current, 0)]}: {exc.strerror}") from None
-        finally:
-            if fh is not None:
-                fh.close()
+                writer.write(shard_of[info.name], piece)
+                del piece
         for path, header, shard in zip(paths, headers, shards):
             expected = len(header) + sum(info.nbytes for info in shard)
             if path.stat().st_size != expected:  # a bug, not a user error: never hand out a corrupt shard
