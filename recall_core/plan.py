@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -230,6 +231,11 @@ def _check_params(plan: MergePlan, method) -> None:
     for key in ("lambda", "density", "drop_rate"):
         if key in params and not _finite(params[key]):
             raise PlanError(f"{plan.method}: {key} must be a finite number, not {params[key]!r}")
+    if not isinstance(params.get("seed", 0), numbers.Integral) or isinstance(params.get("seed", 0), bool):
+        raise PlanError(f"{plan.method}: seed must be an integer, not {params['seed']!r}")
+    for key in ("normalize", "rescale"):
+        if key in params and not isinstance(params[key], bool):
+            raise PlanError(f"{plan.method}: {key} must be true or false, not {params[key]!r}")
     if plan.method == "ties" and not 0 < float(params["density"]) <= 1:
         raise PlanError(f"ties: density must be in (0, 1], not {params['density']}")
     if plan.method == "dare" and not 0 <= float(params["drop_rate"]) < 1:

@@ -152,6 +152,10 @@ def test_bad_baseline_weights_and_params(tiny_family):
         validate_plan(family_plan(tiny_family, "ties", method_params={"density": 0}))
     with pytest.raises(PlanError, match=r"dare: drop_rate must be in \[0, 1\)"):
         validate_plan(family_plan(tiny_family, "dare", method_params={"drop_rate": 1.0}))
+    with pytest.raises(PlanError, match="dare: seed must be an integer, not 'x'"):
+        validate_plan(family_plan(tiny_family, "dare", method_params={"seed": "x"}))
+    with pytest.raises(PlanError, match="ties: normalize must be true or false"):
+        validate_plan(family_plan(tiny_family, "ties", method_params={"normalize": "yes"}))
     with pytest.raises(PlanError, match="lambda must be a finite number"):
         validate_plan(family_plan(tiny_family, "task_arithmetic", method_params={"lambda": "big"}))
 
