@@ -2,7 +2,8 @@
 
 Every method combines the same tensor of the merged models (and of the base, when it needs one) into
 one float32 tensor. Semantics follow mergekit 0.1.5 so that the exported mergekit YAML reproduces a
-merge (see the report in docs for the source places):
+merge (checked against mergekit/merge_methods/linear.py, generalized_task_arithmetic.py, registry.py
+for the per-method defaults, and mergekit/sparsify.py; tests/test_merge.py runs mergekit's kernels):
 
 - ``recall`` / ``average``: mergekit ``linear`` with ``normalize: true``: ``sum_i w_i t_i / sum_i w_i``.
 - ``task_arithmetic``: ``base + lambda * sum_i w_i (t_i - base) [/ sum_i w_i if normalize]``;
