@@ -335,7 +335,7 @@ def main(argv=None) -> int:
         print(f"files: recall_core {comparison['files_project']}\n       mergekit    {comparison['files_reference']}")
     print(f"whole benchmark: {time.perf_counter() - started:.0f} s")
 
-    save_results("merge_results", {
+    save_results("merge_results_cold" if args.cold else "merge_results", {
         "rows": rows, "settings": vars(args), "machine": machine_info(), "n_params": n_params,
         "tensor_bytes_in": tensor_bytes_in, "bytes_out": bytes_out, "input_file_bytes": input_file_bytes,
         "copy_s": copies, "startup_s": startup, "startup_peak_rss": startup_rss, "comparison": comparison,
