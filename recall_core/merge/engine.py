@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from math import prod
 
@@ -50,12 +51,27 @@ class OutputTensor:
 
 
 # Elementwise methods merge big tensors in flat chunks of this many elements, in reused buffers:
-# memory stays bounded whatever the largest tensor, and reused pages cost no page faults.
-# Small enough that one chunk's working set (inputs, accumulator, raw bytes: ~4 buffers) stays in a
-# core's L2/L3 cache, so the several elementwise passes of a kernel do not each stream through RAM.
-# Measured by bench/bench_merge.py (3 x 254 M bf16 params, 2 cores): 2^22 -> 2^19 cut the export
-# from ~3.0-4.5 s to ~1.5 s warm (CPU 3.8-4.6 s -> 2.1 s) and ~3.6-4.2 s to ~1.8-2.3 s cold.
+# memory stays bounded whatever the largest tensor, and reused pages cost no page faults. Small
+# enough that a chunk's working set (~6 buffers) stays in cache, so a kernel's several elementwise
+# passes do not each stream through RAM. Measured on 3 x 254 M bf16 params (2 cores): 2^22 -> 2^19
+# halves the merge's CPU time when the ops run on one thread (see _one_thread).
 CHUNK_ELEMENTS = 1 << 19  # 2 MiB per float32 buffer
+
+
+@contextmanager
+def _one_thread():
+    """Run torch ops on one intra-op thread for a while, then restore the setting.
+
+    Chunk ops are short and memory-bound: a second intra-op thread gains little, and on a busy
+    machine its barrier per op spins for a descheduled thread (measured: 4-10x the CPU time). The
+    other core is left to the shard writer thread.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class _LazyTensors(Sequence):
@@ -162,13 +178,14 @@ class MergeRun:
         stays valid while the next piece is computed, until the one after is requested.
         """
         total, done = max(self.total_bytes, 1), 0
-        for info in self.layout:
-            for start, piece in self._merge_pieces(info):
-                done += piece.numel() * piece.element_size()
-                if progress is not None:  # before the yield: a consumer stopping at the last piece still sees 1.0
-                    progress(done / total, f"merged {info.name}")
-                yield info, start, piece
-                del piece
+        with _one_thread() if self.method.elementwise else nullcontext():
+            for info in self.layout:
+                for start, piece in self._merge_pieces(info):
+                    done += piece.numel() * piece.element_size()
+                    if progress is not None:  # before the yield: a consumer stopping at the last piece sees 1.0
+                        progress(done / total, f"merged {info.name}")
+                    yield info, start, piece
+                    del piece
 
     def tensors(self, progress: Progress | None = None) -> Iterator[tuple[OutputTensor, torch.Tensor]]:
         """Whole merged tensors ``(OutputTensor, tensor)`` in ``layout`` order, each a new tensor."""
