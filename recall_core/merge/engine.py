@@ -14,6 +14,7 @@ TIES and DARE (global top-k, norm rescale) take whole tensors.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -58,20 +59,33 @@ class OutputTensor:
 CHUNK_ELEMENTS = 1 << 19  # 2 MiB per float32 buffer
 
 
+_threads_lock = threading.Lock()
+_threads_users = 0
+_threads_saved = 1
+
+
 @contextmanager
 def _one_thread():
     """Run torch ops on one intra-op thread for a while, then restore the setting.
 
     Chunk ops are short and memory-bound: a second intra-op thread gains little, and on a busy
     machine its barrier per op spins for a descheduled thread (measured: 4-10x the CPU time). The
-    other core is left to the shard writer thread.
+    other core is left to the shard writer thread. The setting is process-wide, so concurrent merges
+    (two dashboard sessions) share one count and the last one out restores it.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    global _threads_users, _threads_saved
+    with _threads_lock:
+        if _threads_users == 0:
+            _threads_saved = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _threads_users += 1
     try:
         yield
     finally:
-        torch.set_num_threads(threads)
+        with _threads_lock:
+            _threads_users -= 1
+            if _threads_users == 0:
+                torch.set_num_threads(_threads_saved)
 
 
 class _LazyTensors(Sequence):
