@@ -145,7 +145,7 @@ def guarded(n_outputs: int, status_index: int = -1):
                 return fn(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 - every error becomes a message in the page
                 message = user_message(exc)
-                gr.Warning(message)
+                gr.Warning(message, duration=6)
                 outputs = [gr.skip()] * n_outputs
                 outputs[status_index] = error_text(message)
                 return tuple(outputs) if n_outputs > 1 else outputs[0]

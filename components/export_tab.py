@@ -37,7 +37,7 @@ def build(ctx) -> None:
         with gr.Row():
             merge = gr.Dropdown(choices=["recall"], value="recall", label="merge to export", scale=1,
                                 elem_id="export-merge")
-            name = gr.Textbox("recall-merge", label="model name (folder name)", scale=1, elem_id="export-name")
+            name = gr.Textbox("recall-merge", label="model name", scale=1, elem_id="export-name")
             folder = gr.Textbox("", label="also save the folder here on the server (optional)", scale=2,
                                 placeholder="/path/to/output (must not exist yet)")
             replace = gr.Checkbox(False, label="replace that folder if it exists", scale=1)

@@ -104,7 +104,7 @@ def build(ctx) -> None:
             run = gr.Button("Merge & evaluate", variant="primary", scale=0, min_width=200, elem_id="run-merge")
         with gr.Row(equal_height=True):
             lam = gr.Number(1.0, label="λ (task arithmetic, TIES, DARE)", minimum=0, step=0.1)
-            density = gr.Slider(0.05, 1.0, value=0.5, step=0.05, label="TIES density (share kept)")
+            density = gr.Slider(0.05, 1.0, value=0.5, step=0.05, label="TIES density")
             drop_rate = gr.Slider(0.0, 0.95, value=0.5, step=0.05, label="DARE drop rate")
             seed = gr.Number(0, label="DARE seed", precision=0)
         status = gr.Markdown(info("Run a merge to see the scores."), elem_classes=["status"], elem_id="merge-status")
@@ -123,6 +123,7 @@ def build(ctx) -> None:
             with gr.Column(scale=1):
                 max_tokens = gr.Slider(1, 64, value=12, step=1, label="max new tokens")
                 generate = gr.Button("Generate", elem_id="generate")
+        gen_status = gr.Markdown("", elem_classes=["status"], elem_id="generate-status")
         generations = gr.Dataframe(value={"headers": ["prompt", "expected"], "data": []}, interactive=False, wrap=True, label="generations", elem_id="generations")
 
     outputs = [scores, forgetting, chart, status]
@@ -156,6 +157,6 @@ def build(ctx) -> None:
         return prompts_value, scores_table(evaluation), forgetting_table(evaluation), bars(evaluation), gr.skip()
 
     run.click(on_run, [ctx.state, methods, lam, density, drop_rate, seed], outputs, api_name="merge", **HEAVY)
-    generate.click(on_generate, [ctx.state, prompts, max_tokens], [generations, status], api_name="generate", **HEAVY)
+    generate.click(on_generate, [ctx.state, prompts, max_tokens], [generations, gen_status], api_name="generate", **HEAVY)
     tab.select(on_open, [ctx.state, prompts], [prompts, scores, forgetting, chart, status], api_name="open_merge")
     ctx.tabs["merge"] = tab

@@ -145,6 +145,7 @@ def build(ctx) -> None:
                                    column_widths=["15%", "65%", "20%"])
         gr.Markdown("#### Summary")
         summary = gr.Dataframe(value=summary_value(session0), interactive=False, wrap=True, elem_id="summary-table",
+                               column_widths=["11%", "9%", "15%", "7%", "9%", "10%", "8%", "31%"],
                                label="architecture, blocks, hidden size, parameters and dtype of every model")
         verdict = gr.Markdown(verdict_text(session0), elem_id="verdict")
 

@@ -35,7 +35,8 @@ def build(ctx) -> None:
                               elem_id="samples-layer")
             color = gr.Radio(label="colour by", choices=["task", "cluster"], value="task", scale=1,
                              elem_id="samples-color")
-        status = gr.Markdown(info("Extract representations in tab 1 first."), elem_classes=["status"])
+        status = gr.Markdown(info("Extract representations in tab 1 first."), elem_classes=["status"],
+                             elem_id="samples-status")
         scatter = gr.Plot(label="samples", elem_id="samples-plot")
         separability = gr.Plot(label="separability by layer", elem_id="separability-plot")
 

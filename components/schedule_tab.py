@@ -56,13 +56,10 @@ def build(ctx) -> None:
             k = gr.Slider(0, 8, value=2, step=1, label="k: reference only from block k", scale=2)
             apply = gr.Button("Apply preset", scale=0, min_width=160, elem_id="apply-preset")
         status = gr.Markdown("", elem_classes=["status"], elem_id="schedule-status")
-        with gr.Row():
-            with gr.Column(scale=2):
-                weights = gr.Dataframe(value={"headers": ["row"], "data": [[""]]}, interactive=True, type="array",
-                                       static_columns=[0], label="weights (rows: parts of the model; columns: models)",
-                                       elem_id="schedule-table", max_height=620)
-            with gr.Column(scale=3):
-                area = gr.Plot(label="weights by depth", elem_id="schedule-plot")
+        weights = gr.Dataframe(value={"headers": ["row"], "data": [[""]]}, interactive=True, type="array",
+                               static_columns=[0], label="weights (rows: parts of the model; columns: models); "
+                               "double-click a cell to edit it", elem_id="schedule-table", max_height=560)
+        area = gr.Plot(label="weights by depth", elem_id="schedule-plot")
 
     def views(session, message):
         sch = session.schedule

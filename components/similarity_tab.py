@@ -67,7 +67,8 @@ def build(ctx) -> None:
             l2 = gr.Checkbox(value=s0.l2_normalize, label="RBF on L2-normalised vectors", scale=1)
             compute = gr.Button("Compute similarity", variant="primary", scale=0, min_width=200,
                                 elem_id="compute-similarity")
-        status = gr.Markdown(info("Extract representations in tab 1 first."), elem_classes=["status"])
+        status = gr.Markdown(info("Extract representations in tab 1 first."), elem_classes=["status"],
+                             elem_id="similarity-status")
         heatmap = gr.Plot(label="similarity to the reference (models × layers)", elem_id="similarity-heatmap")
         with gr.Accordion("Similarity values", open=False):
             values = gr.Dataframe(value={"headers": ["model"], "data": []}, interactive=False, label="similarity to the reference", elem_id="similarity-values")

@@ -195,6 +195,8 @@ def test_whole_demo_flow(app_url):
     assert is_ok(status) and figure(scatter)["data"][0]["name"].startswith("cluster")
 
     # layer similarity: values in [0, 1], the reference's row is 1, fixed colour range
+    opened = c.predict(0, None, api_name="/open_similarity")  # as a click on the tab does
+    assert is_ok(opened[6]) and opened[2]["maximum"] >= 2
     outputs = c.predict("rbf", "median", "none", "mean", "typical", 16, False, 2, reference, api_name="/similarity")
     heatmap, values, _, pair, _, layers, status = outputs
     assert is_ok(status)
