@@ -56,7 +56,6 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
     from components import LAUNCH_KWARGS, create_app
     from components.common import AppConfig, DemoLoader
     from recall_core import session as steps
@@ -81,12 +80,15 @@ def main(argv=None) -> int:
         return 2
     if config.demo:
         loader.start()  # builds the demo (first run) or opens its cache while the browser connects
-    warm_up_umap(background=True)  # numba's first compile (15-25 s) happens before the first Samples view
 
     app = create_app(config, template=template, loader=loader)
     app.queue(default_concurrency_limit=2)
     app.launch(server_name=args.host, server_port=args.port, share=args.share, footer_links=["api", "settings"],
-               **LAUNCH_KWARGS)
+               prevent_thread_lock=True, **LAUNCH_KWARGS)
+    # numba's first compile of UMAP (about 10 s on 2 cores) runs in the background once the page is served,
+    # so the first Samples view does not pay for it
+    warm_up_umap(background=True)
+    app.block_thread()  # until Ctrl-C, which closes the server
     return 0
 
 

@@ -112,14 +112,15 @@ def main() -> int:
         def step(label, *args, api_name):
             t = time.perf_counter()
             out = flow.predict(*args, api_name=api_name)
-            status = out[-1] if isinstance(out, (list, tuple)) else out
-            row(label, time.perf_counter() - t, "" if str(status).startswith("✓") or not isinstance(status, str)
-                else f"!! {status}")
+            outs = out if isinstance(out, (list, tuple)) else [out]
+            status = next((o for o in outs if isinstance(o, str) and o[:1] in "✓⚠ℹ"), "")
+            row(label, time.perf_counter() - t, "" if not status.startswith("⚠") else f"!! {status}")
             return out
 
         models = step("load", api_name="/load_demo")[0]
         reference = next(r[0] for r in models["data"] if r[2] == "reference")
         step("extract", api_name="/extract")
+        step("open the similarity tab", 0, None, api_name="/open_similarity")
         step("similarity (rbf)", "rbf", "median", "none", "mean", "typical", 16, False, 2, reference,
              api_name="/similarity")
         table = step("schedule tau = 0.05", 0.05, api_name="/schedule_tau")[0]

@@ -65,8 +65,9 @@ def create_app(config: AppConfig | None = None, template: Session | None = None,
             merge_tab.build(ctx)
             export_tab.build(ctx)
         if ctx.on_page_open is not None:
-            fn, inputs, outputs = ctx.on_page_open
-            app.load(fn, inputs, outputs, api_name="open_workspace", concurrency_id="heavy", concurrency_limit=1)
+            fn, inputs, outputs, progress_on = ctx.on_page_open
+            app.load(fn, inputs, outputs, api_name="open_workspace", show_progress_on=progress_on,
+                     concurrency_id="heavy", concurrency_limit=1)
     app.recall_context = ctx  # for tests and the app script
     return app
 

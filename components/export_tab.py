@@ -85,7 +85,8 @@ def build(ctx) -> None:
         choices = merge_choices(session)
         return gr.update(choices=choices, value=current if current in choices else choices[0])
 
-    export.click(on_export, [ctx.state, merge, name, folder, replace], outputs, api_name="export", **HEAVY)
+    export.click(on_export, [ctx.state, merge, name, folder, replace], outputs, api_name="export",
+                 show_progress_on=[plan_code, yaml_code], **HEAVY)
     tab.select(on_open, [ctx.state, merge], [merge], api_name="open_export")
     ctx.tabs["export"] = tab
 

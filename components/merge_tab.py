@@ -156,7 +156,10 @@ def build(ctx) -> None:
             return prompts_value, gr.skip(), gr.skip(), hint, gr.skip()
         return prompts_value, scores_table(evaluation), forgetting_table(evaluation), bars(evaluation), gr.skip()
 
-    run.click(on_run, [ctx.state, methods, lam, density, drop_rate, seed], outputs, api_name="merge", **HEAVY)
-    generate.click(on_generate, [ctx.state, prompts, max_tokens], [generations, gen_status], api_name="generate", **HEAVY)
-    tab.select(on_open, [ctx.state, prompts], [prompts, scores, forgetting, chart, status], api_name="open_merge")
+    run.click(on_run, [ctx.state, methods, lam, density, drop_rate, seed], outputs, api_name="merge",
+              show_progress_on=[scores, chart], **HEAVY)
+    generate.click(on_generate, [ctx.state, prompts, max_tokens], [generations, gen_status], api_name="generate",
+                   show_progress_on=[generations], **HEAVY)
+    tab.select(on_open, [ctx.state, prompts], [prompts, scores, forgetting, chart, status], api_name="open_merge",
+               show_progress="hidden")
     ctx.tabs["merge"] = tab

@@ -81,6 +81,14 @@ def extraction_text(session) -> str:
             "Next: the **Samples**, **Layer similarity** and **Fusion schedule** tabs.")
 
 
+def initial_status(ctx) -> str:
+    if ctx.template.models:
+        return info(f"{len(ctx.template.models)} models from the command line. Next: **Extract representations**.")
+    if ctx.config.demo and ctx.config.autoload:
+        return info("Opening the demo workspace (the first run builds it: about a minute)…")
+    return info("Load the demo workspace, or enter your models below.")
+
+
 def _specs_from_rows(rows) -> list[ModelSpec]:
     specs = []
     for number, row in enumerate(rows or [], start=1):
@@ -117,8 +125,7 @@ def build(ctx) -> None:
             load_demo = gr.Button("Load demo workspace", variant="primary", scale=0, min_width=230, elem_id="load-demo")
             extract = gr.Button("Extract representations", variant="primary", scale=0, min_width=230,
                                 elem_id="extract")
-            status = gr.Markdown(info("Load the demo workspace, or enter your models below."),
-                                 elem_id="models-status", elem_classes=["status"])
+            status = gr.Markdown(initial_status(ctx), elem_id="models-status", elem_classes=["status"])
         with gr.Row():
             with gr.Column(scale=3):
                 gr.Markdown("#### Models\nOne row per model: a short **name**, a local **folder** or hub id, and a "
@@ -211,13 +218,14 @@ def build(ctx) -> None:
         return open_demo(session, progress)
 
     # ----------------------------------------------------------------------------------------- events
-    load_demo.click(on_load_demo, [ctx.state], everything, api_name="load_demo", **HEAVY)
+    load_demo.click(on_load_demo, [ctx.state], everything, api_name="load_demo", show_progress_on=[models], **HEAVY)
     check.click(on_check_models, [ctx.state, models], [summary, verdict, models, status], api_name="set_models")
     probe_files.upload(on_set_probes, [ctx.state, probe_files, eval_files], [probes_md, preview, status],
                        api_name="set_probes")
     eval_files.upload(on_set_probes, [ctx.state, probe_files, eval_files], [probes_md, preview, status],
                       api_visibility="private")
-    builtin.click(on_demo_probes, [ctx.state], [probes_md, preview, status], api_name="demo_probes", **HEAVY)
-    extract.click(on_extract, [ctx.state], [status], api_name="extract", **HEAVY)
-    ctx.on_page_open = (on_page_open, [ctx.state], everything)
+    builtin.click(on_demo_probes, [ctx.state], [probes_md, preview, status], api_name="demo_probes",
+                  show_progress_on=[models], **HEAVY)
+    extract.click(on_extract, [ctx.state], [status], api_name="extract", show_progress_on=[summary], **HEAVY)
+    ctx.on_page_open = (on_page_open, [ctx.state], everything, [models])
     ctx.tabs["models"] = tab

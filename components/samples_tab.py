@@ -7,7 +7,7 @@ import gradio as gr
 from recall_core import figures
 from recall_core import session as steps
 
-from .common import empty_figure, error_text, guarded, info, intro, ok
+from .common import empty_figure, guarded, info, intro, ok
 
 
 def layer_label(index: int) -> str:
@@ -77,12 +77,12 @@ def build(ctx) -> None:
                 fig, sep_fig, message, current)
 
     outputs = [scatter, status, seen]
-    model.input(on_view, [ctx.state, model, layer, color], outputs, api_name="samples")
-    color.input(on_view, [ctx.state, model, layer, color], outputs, api_visibility="private")
-    layer.release(on_view, [ctx.state, model, layer, color], outputs, api_visibility="private")
-    tab.select(on_open, [ctx.state, seen, model, layer, color], [model, layer, scatter, separability, status, seen],
+    model.input(on_view, [ctx.state, model, layer, color], outputs, api_name="samples", show_progress_on=[scatter])
+    color.input(on_view, [ctx.state, model, layer, color], outputs, api_visibility="private",
+                show_progress_on=[scatter])
+    layer.release(on_view, [ctx.state, model, layer, color], outputs, api_visibility="private",
+                  show_progress_on=[scatter])
+    tab.select(on_open, [ctx.state, seen, model, layer, color], [model, layer, scatter, separability, status, seen], show_progress_on=[scatter, separability],
                api_name="open_samples")
     ctx.tabs["samples"] = tab
 
-
-__all__ = ["build", "error_text"]

@@ -96,8 +96,9 @@ def build(ctx) -> None:
         steps.edit_schedule(session, [r[1:] for r in rows])
         return views(session, ok("Edit applied; every row renormalised to sum to 1."))
 
-    tab.select(on_open, [ctx.state, seen], outputs + [tau, k, preset], api_name="open_schedule")
-    tau.release(on_tau, [ctx.state, tau], outputs + [preset], api_name="schedule_tau")
-    apply.click(on_preset, [ctx.state, preset, tau, k], outputs, api_name="schedule_preset")
-    weights.input(on_edit, [ctx.state, weights], outputs, api_name="edit_schedule")
+    tab.select(on_open, [ctx.state, seen], outputs + [tau, k, preset], api_name="open_schedule",
+               show_progress_on=[area])
+    tau.release(on_tau, [ctx.state, tau], outputs + [preset], api_name="schedule_tau", show_progress_on=[area])
+    apply.click(on_preset, [ctx.state, preset, tau, k], outputs, api_name="schedule_preset", show_progress_on=[area])
+    weights.input(on_edit, [ctx.state, weights], outputs, api_name="edit_schedule", show_progress_on=[area])
     ctx.tabs["schedule"] = tab

@@ -145,8 +145,10 @@ def build(ctx) -> None:
 
     settings = [metric, sigma, scaling, pooling, samples, clusters, l2]
     compute.click(on_compute, [ctx.state, *settings, pair_layer, layer_model], view_outputs, api_name="similarity",
-                  **HEAVY)
-    pair_layer.release(on_pair, [ctx.state, pair_layer], [pair, status], api_name="pair_view")
-    layer_model.input(on_layer_model, [ctx.state, layer_model], [layers, status], api_name="layer_view")
-    tab.select(on_open, [ctx.state, seen, pair_layer, layer_model], view_outputs + settings, api_name="open_similarity")
+                  show_progress_on=[heatmap], **HEAVY)
+    pair_layer.release(on_pair, [ctx.state, pair_layer], [pair, status], api_name="pair_view", show_progress_on=[pair])
+    layer_model.input(on_layer_model, [ctx.state, layer_model], [layers, status], api_name="layer_view",
+                      show_progress_on=[layers])
+    tab.select(on_open, [ctx.state, seen, pair_layer, layer_model], view_outputs + settings, api_name="open_similarity",
+               show_progress_on=[heatmap, pair, layers])
     ctx.tabs["similarity"] = tab
