@@ -78,13 +78,13 @@ def main(argv=None) -> int:
     except RecallError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if config.demo:
-        loader.start()  # builds the demo (first run) or opens its cache while the browser connects
 
     app = create_app(config, template=template, loader=loader)
     app.queue(default_concurrency_limit=2)
     app.launch(server_name=args.host, server_port=args.port, share=args.share, footer_links=["api", "settings"],
                prevent_thread_lock=True, **LAUNCH_KWARGS)
+    if config.demo:
+        loader.start()  # builds the demo (first run) or opens its cache while the browser connects
     # numba's first compile of UMAP (about 10 s on 2 cores) runs in the background once the page is served,
     # so the first Samples view does not pay for it
     warm_up_umap(background=True)

@@ -74,6 +74,7 @@ class DemoLoader:
     def start(self) -> None:
         with self._lock:
             if self.workspace is None and (self._thread is None or not self._thread.is_alive()):
+                _import_transformers()
                 self.error = None
                 self.started_at = time.perf_counter()
                 self._thread = threading.Thread(target=self._build, name="demo-build", daemon=True)
@@ -108,6 +109,15 @@ class DemoLoader:
                 raise error
             raise RecallError(f"the demo workspace could not be built: {type(error).__name__}: {error}")
         return self.workspace
+
+
+def _import_transformers() -> None:
+    """Import what the demo build uses in the calling thread first: transformers' lazy module is not safe to
+    import from two threads at once ("cannot import name ..."), and the build runs beside request threads."""
+    from transformers import (  # noqa: F401
+        AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast)
+
+    import recall_core.demo  # noqa: F401
 
 
 # ---------------------------------------------------------------------------------------------- messages
