@@ -12,6 +12,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 
 ROLES = ("base", "expert", "reference")
@@ -83,11 +84,13 @@ def main(argv=None) -> int:
     app.queue(default_concurrency_limit=2)
     app.launch(server_name=args.host, server_port=args.port, share=args.share, footer_links=["api", "settings"],
                prevent_thread_lock=True, **LAUNCH_KWARGS)
+    # numba's first compile of UMAP (about 10 s on 2 cores) runs in the background, starting once the page has
+    # had time to load, so that the first Samples view does not pay for it
+    warm_up = threading.Timer(3.0, warm_up_umap, kwargs={"background": False})
+    warm_up.daemon = True
+    warm_up.start()
     if config.demo:
         loader.start()  # builds the demo (first run) or opens its cache while the browser connects
-    # numba's first compile of UMAP (about 10 s on 2 cores) runs in the background once the page is served,
-    # so the first Samples view does not pay for it
-    warm_up_umap(background=True)
     app.block_thread()  # until Ctrl-C, which closes the server
     return 0
 

@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -72,9 +73,14 @@ def main() -> int:
     if args.cache_dir:
         command += ["--cache-dir", str(args.cache_dir)]
     launched = time.perf_counter()
-    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = open(Path(tempfile.gettempdir()) / f"bench_dashboard_{port}.log", "w")
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_http(url)
+        try:
+            wait_http(url)
+        except TimeoutError:
+            print(Path(log.name).read_text()[-3000:])
+            raise
         row("python app.py -> HTTP 200", time.perf_counter() - launched)
         chromium = shutil.which("chromium") or "/usr/bin/chromium"
         if not args.no_browser and Path(chromium).exists():
@@ -135,6 +141,7 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(timeout=30)
+        log.close()
     return 0
 
 

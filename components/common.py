@@ -74,11 +74,17 @@ class DemoLoader:
     def start(self) -> None:
         with self._lock:
             if self.workspace is None and (self._thread is None or not self._thread.is_alive()):
-                _import_transformers()
+                if not self._cached():
+                    _import_transformers()
                 self.error = None
                 self.started_at = time.perf_counter()
                 self._thread = threading.Thread(target=self._build, name="demo-build", daemon=True)
                 self._thread.start()
+
+    def _cached(self) -> bool:
+        from recall_core.demo import load_demo
+
+        return load_demo(self.cache_dir, self.seed) is not None
 
     def _report(self, fraction: float, message: str) -> None:
         self.fraction, self.message = float(fraction), message
@@ -113,7 +119,8 @@ class DemoLoader:
 
 def _import_transformers() -> None:
     """Import what the demo build uses in the calling thread first: transformers' lazy module is not safe to
-    import from two threads at once ("cannot import name ..."), and the build runs beside request threads."""
+    import from two threads at once ("cannot import name ..."), and the build runs beside request threads.
+    Not needed when the demo is cached (opening it reads headers and cached representations only)."""
     from transformers import (  # noqa: F401
         AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast)
 
