@@ -61,6 +61,7 @@ def main(argv=None) -> int:
     from components.common import AppConfig, DemoLoader
     from recall_core import session as steps
     from recall_core.errors import RecallError
+    from recall_core.models import preload_transformers
     from recall_core.probes import load_probe_files
     from recall_core.typical import warm_up_umap
 
@@ -81,6 +82,7 @@ def main(argv=None) -> int:
         return 2
 
     app = create_app(config, template=template, loader=loader)
+    preload_transformers()  # before any worker thread: transformers' first import is not thread-safe
     app.queue(default_concurrency_limit=2)
     app.launch(server_name=args.host, server_port=args.port, share=args.share, footer_links=["api", "settings"],
                prevent_thread_lock=True, **LAUNCH_KWARGS)

@@ -16,6 +16,7 @@ from typing import Callable
 
 import gradio as gr
 
+from recall_core.models import preload_transformers
 from recall_core.errors import RecallError
 
 log = logging.getLogger("recall_studio")
@@ -74,17 +75,11 @@ class DemoLoader:
     def start(self) -> None:
         with self._lock:
             if self.workspace is None and (self._thread is None or not self._thread.is_alive()):
-                if not self._cached():
-                    _import_transformers()
+                preload_transformers()
                 self.error = None
                 self.started_at = time.perf_counter()
                 self._thread = threading.Thread(target=self._build, name="demo-build", daemon=True)
                 self._thread.start()
-
-    def _cached(self) -> bool:
-        from recall_core.demo import load_demo
-
-        return load_demo(self.cache_dir, self.seed) is not None
 
     def _report(self, fraction: float, message: str) -> None:
         self.fraction, self.message = float(fraction), message
@@ -115,16 +110,6 @@ class DemoLoader:
                 raise error
             raise RecallError(f"the demo workspace could not be built: {type(error).__name__}: {error}")
         return self.workspace
-
-
-def _import_transformers() -> None:
-    """Import what the demo build uses in the calling thread first: transformers' lazy module is not safe to
-    import from two threads at once ("cannot import name ..."), and the build runs beside request threads.
-    Not needed when the demo is cached (opening it reads headers and cached representations only)."""
-    from transformers import (  # noqa: F401
-        AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast)
-
-    import recall_core.demo  # noqa: F401
 
 
 # ---------------------------------------------------------------------------------------------- messages

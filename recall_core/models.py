@@ -97,6 +97,16 @@ def open_model_checkpoint(spec_or_path, allow_pickle: bool = False) -> Checkpoin
     return open_checkpoint(resolve_model_path(path), allow_pickle=allow_pickle)
 
 
+def preload_transformers() -> None:
+    """Import the transformers classes recall_core uses, in the calling thread.
+
+    transformers' lazy module is not safe to import from two threads at once (one of them fails with
+    "cannot import name ..."); apps that start worker threads call this first.
+    """
+    from transformers import (  # noqa: F401
+        AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast)
+
+
 def load_model(path, dtype=None, device: str = "cpu", trust_remote_code: bool = False, allow_pickle: bool = False):
     """Load a causal LM for inference (``eval()`` mode).
 
@@ -231,5 +241,5 @@ def tensor_parts(checkpoint: Checkpoint) -> dict[str, str | int]:
 __all__ = [
     "EMBED", "HEAD", "ModelSpec", "ModelInfo", "CompatibilityReport", "resolve_model_path", "open_model_checkpoint",
     "load_model", "load_tokenizer", "describe", "check_compatibility", "require_compatible", "tensor_parts",
-    "count_blocks", "hidden_size", "is_offline",
+    "count_blocks", "hidden_size", "is_offline", "preload_transformers",
 ]

@@ -8,6 +8,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
+from recall_core.models import preload_transformers  # noqa: E402
+
+# The app fixtures start threads (demo build, UMAP warm-up): import transformers here first.
+preload_transformers()
+
 
 @pytest.fixture(scope="session")
 def tiny_family(tmp_path_factory):
