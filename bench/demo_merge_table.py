@@ -19,6 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recall_core import session as steps  # noqa: E402
+from recall_core import workflow  # noqa: E402
 from recall_core.demo import build_demo  # noqa: E402
 from recall_core.models import ModelSpec  # noqa: E402
 
@@ -53,8 +54,8 @@ def run(scenario: str, cache_dir=None) -> str:
     for label, (method, params, tau) in MERGES.items():
         if tau is not None:
             steps.compute_schedule(session, tau)
-        models[label] = merged_model(steps.make_plan(session, method, params))
-    table = evaluate_models(models, steps.evaluation_probes(session), sources=[s.name for s in specs],
+        models[label] = merged_model(workflow.make_plan(session, method, params))
+    table = evaluate_models(models, workflow.evaluation_probes(session), sources=[s.name for s in specs],
                             tokenizer=load_tokenizer(specs[-1].path))
     return table.to_markdown()
 

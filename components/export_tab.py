@@ -10,7 +10,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from recall_core import session as steps
+from recall_core import workflow
 from recall_core.errors import ExportError
 
 from .common import HEAVY, guarded, info, intro, ok, progress_callback
@@ -66,7 +66,7 @@ def build(ctx) -> None:
         model_name = _safe_name(name_)
         work = Path(tempfile.mkdtemp(prefix="recall-export-"))
         target = Path(server_folder).expanduser() if (server_folder or "").strip() else work / model_name
-        out = steps.export_session(session, method, target, force=bool(replace_), progress=progress_callback(progress, 0.0, 0.85))
+        out = workflow.export_session(session, method, target, force=bool(replace_), progress=progress_callback(progress, 0.0, 0.85))
         progress(0.9, desc="zipping the model folder")
         archive = shutil.make_archive(str(work / model_name), "zip", root_dir=out.parent, base_dir=out.name)
         saved = f" Saved to `{out}`." if target != work / model_name else ""

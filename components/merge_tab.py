@@ -7,7 +7,7 @@ import time
 import gradio as gr
 
 from recall_core import figures
-from recall_core import session as steps
+from recall_core import workflow
 
 from .common import HEAVY, empty_figure, guarded, info, intro, ok, progress_callback, table
 
@@ -131,9 +131,9 @@ def build(ctx) -> None:
     @guarded(len(outputs), status_index=3)
     def on_run(session, chosen, lam_, density_, drop_rate_, seed_, progress=gr.Progress()):
         started = time.perf_counter()
-        steps.run_merges(session, method_params(chosen, lam_, density_, drop_rate_, seed_),
+        workflow.run_merges(session, method_params(chosen, lam_, density_, drop_rate_, seed_),
                          progress=progress_callback(progress, 0.0, 0.3))
-        evaluation = steps.evaluate_session(session, progress=progress_callback(progress, 0.3, 1.0))
+        evaluation = workflow.evaluate_session(session, progress=progress_callback(progress, 0.3, 1.0))
         return scores_table(evaluation), forgetting_table(evaluation), bars(evaluation), summary(
             evaluation, time.perf_counter() - started)
 
@@ -141,7 +141,7 @@ def build(ctx) -> None:
     def on_generate(session, text, n_tokens, progress=gr.Progress()):
         lines = [line for line in (text or "").splitlines() if line.strip()]
         progress(0.1, desc="generating with every model")
-        outputs = steps.generations(session, lines, int(n_tokens))
+        outputs = workflow.generations(session, lines, int(n_tokens))
         probes = session.eval_probes or session.probes
         answers = {item.text: item.answer for item in (probes.items if probes else []) if item.answer is not None}
         rows = [{"prompt": p, "expected": answers.get(p, ""), **{m: outs[i] for m, outs in outputs.items()}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from recall_core import figures
-from recall_core import session as steps
+from recall_core import views
 
 from .common import empty_figure, guarded, info, intro, ok
 
@@ -41,7 +41,7 @@ def build(ctx) -> None:
         separability = gr.Plot(label="separability by layer", elem_id="separability-plot")
 
     def scatter_figure(session, model_name, layer_index, color_by):
-        view = steps.sample_view(session, model_name, int(layer_index), color_by)
+        view = views.sample_view(session, model_name, int(layer_index), color_by)
         title = f"{model_name} at {layer_label(view.layer)}: {view.method.upper()} of {len(view.texts)} texts"
         fig = figures.samples_scatter(view.coords, view.texts, view.groups, view.typical, color_by, title=title)
         return fig, ok(f"{view.method.upper()} of {len(view.texts)} texts; {len(view.typical)} typical samples "
@@ -66,7 +66,7 @@ def build(ctx) -> None:
         n_layers = next(iter(session.representations.values())).n_layers
         layer_index = session.typical.layer if session.typical is not None else n_layers - 1
         fig, message = scatter_figure(session, model_name, layer_index, color_by)
-        sep = steps.separability_by_layer(session)
+        sep = views.separability_by_layer(session)
         layer_names = ["embed"] + [f"block_{i}" for i in range(n_layers - 1)]
         if len(session.probes.task_names) < 2:
             sep_fig = empty_figure("Separability needs at least two tasks in the probe set.")

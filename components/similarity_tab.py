@@ -8,6 +8,7 @@ import gradio as gr
 
 from recall_core import figures
 from recall_core import session as steps
+from recall_core import views
 from recall_core.representations import POOLINGS
 from recall_core.similarity import METRICS, SCALINGS, SIGMA_MODES
 
@@ -82,12 +83,12 @@ def build(ctx) -> None:
                 layers = gr.Plot(label="layer × layer (linear CKA) within one model", elem_id="layer-heatmap")
 
     def pair_figure(session, layer_index):
-        names, matrix = steps.pair_matrix(session, int(layer_index))
+        names, matrix = views.pair_matrix(session, int(layer_index))
         label = layer_names(session.similarity.values.shape[1])[int(layer_index)]
         return figures.heatmap(matrix, names, names, f"{session.settings.metric} similarity between models at {label}")
 
     def layer_figure(session, model_name):
-        matrix = steps.layer_similarity(session, model_name)
+        matrix = views.layer_similarity(session, model_name)
         names = layer_names(matrix.shape[0])
         return figures.heatmap(matrix, names, names, f"layer × layer linear CKA within {model_name}",
                                colorbar_title="CKA")

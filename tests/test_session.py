@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from recall_core import session as steps
+from recall_core import workflow
 from recall_core.errors import RecallError
 from recall_core.models import ModelSpec
 from recall_core.probes import load_probe_file
@@ -41,16 +42,16 @@ def test_sessions_are_independent(tiny_family, probe_jsonl, tmp_path):
 
 def test_merge_evaluate_export(session, tmp_path):
     steps.analyze(session)
-    models = steps.run_merges(session, {"recall": {}, "average": {}})
+    models = workflow.run_merges(session, {"recall": {}, "average": {}})
     assert set(models) == {"recall", "average"}
-    table = steps.evaluate_session(session)
+    table = workflow.evaluate_session(session)
     assert table.models == ["base", "a", "ref", "recall", "average"]
     assert set(table.tasks) == {"add", "rev"}
-    out = steps.export_session(session, "recall", tmp_path / "merged")
+    out = workflow.export_session(session, "recall", tmp_path / "merged")
     assert (out / "config.json").is_file() and (out / "plan.json").is_file() and (out / "mergekit.yaml").is_file()
     from recall_core.plan import load_plan
 
     plan = load_plan(out / "plan.json")
     np.testing.assert_allclose(plan.schedule.weights, session.schedule.weights)
     with pytest.raises(RecallError, match="exists"):
-        steps.export_session(session, "recall", tmp_path / "merged")
+        workflow.export_session(session, "recall", tmp_path / "merged")
