@@ -17,9 +17,7 @@ renamed at the end, so an interrupted build never leaves a half cache.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import random
 import shutil
 import tempfile
 import time
@@ -33,6 +31,8 @@ from .models import ModelSpec
 from .probes import ProbeItem, ProbeSet, load_probe_file
 from .representations import default_cache_dir
 from .tasks import TASKS, make_items
+from .threads import one_torch_thread
+from .training import encode_items, state_checksum, train
 
 # Bump when the recipe, the tasks or the architecture change: it names the cache folder.
 VERSION = "v1"
@@ -62,9 +62,6 @@ class Recipe:
     sequence: tuple[str, str] = ("reverse", "sort")  # task A, then task B
     n_probe: int = 32  # per task, analysis probe set
     n_eval: int = 50  # per task, held-out evaluation set
-    # Intra-op threads while building. One: two are only ~1.5x faster on an idle 2-core machine but several
-    # times slower on a busy one (spinning OpenMP threads), and the weights then do not depend on the core count.
-    threads: int = 1
 
     def steps_for(self, task: str) -> int:
         return dict(self.expert_steps)[task]
@@ -123,89 +120,6 @@ def _vocab():
     return tokenizer, tokenizer.get_vocab()
 
 
-def _encode_items(items: list[ProbeItem], vocab: dict) -> list[tuple[list[int], list[int]]]:
-    """(prompt ids with BOS, answer ids with EOS) per item; the same ids the saved tokenizer produces."""
-    bos, eos = vocab["<s>"], vocab["</s>"]
-    return [([bos] + [vocab[c] for c in it.text], [vocab[c] for c in it.answer] + [eos]) for it in items]
-
-
-def _collate(rows):
-    """(input_ids, attention_mask, labels) with right padding; loss on the answer and EOS only."""
-    import torch
-
-    width = max(len(p) + len(a) for p, a in rows)
-    ids = torch.zeros((len(rows), width), dtype=torch.long)  # 0 = <pad>
-    mask = torch.zeros_like(ids)
-    labels = torch.full_like(ids, -100)
-    for i, (prompt, answer) in enumerate(rows):
-        seq = prompt + answer
-        ids[i, : len(seq)] = torch.tensor(seq)
-        mask[i, : len(seq)] = 1
-        labels[i, len(prompt): len(seq)] = torch.tensor(answer)
-    return ids, mask, labels
-
-
-def train(model, pool, steps: int, lr: float, recipe: Recipe, seed: int, progress: Callable[[float], None] | None = None):
-    """Fine-tune ``model`` in place with AdamW on batches drawn from ``pool`` (encoded items).
-
-    Deterministic for ``seed``: the batches come from ``random.Random(seed)`` and dropout is off.
-    """
-    import torch
-
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
-    # Linear warm-up, then linear decay to 10 %: stable with few steps.
-    def factor(step):
-        if step < recipe.warmup:
-            return (step + 1) / recipe.warmup
-        return 1.0 - 0.9 * (step - recipe.warmup) / max(1, steps - recipe.warmup)
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    with torch_threads(recipe.threads):
-        _steps(model, pool, optimizer, scheduler, steps, recipe, rng, progress)
-    return model.eval()
-
-
-@contextmanager
-def torch_threads(n: int):
-    """Run the block with ``n`` torch intra-op threads, then restore the previous number."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _steps(model, pool, optimizer, scheduler, steps, recipe, rng, progress):
-    import torch
-
-    model.train()
-    for step in range(steps):
-        batch = [pool[rng.randrange(len(pool))] for _ in range(recipe.batch_size)]
-        ids, mask, labels = _collate(batch)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        if progress and (step % 25 == 0 or step == steps - 1):
-            progress((step + 1) / steps)
-
-
-def state_checksum(model) -> str:
-    """sha256 of every parameter's bytes, in name order: equal checksums mean identical weights."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def _config(recipe: Recipe, vocab_size: int):
     from .toy import make_tiny_config
 
@@ -218,7 +132,7 @@ def _config(recipe: Recipe, vocab_size: int):
 def _training_pools(seed: int, recipe: Recipe, held_out: set[str], vocab: dict) -> dict[str, list]:
     # Training items come from their own seed stream and skip every probe/eval prompt (held out).
     return {
-        task: _encode_items(make_items(task, recipe.pool_size, seed=10_000 + seed, exclude=held_out), vocab)
+        task: encode_items(make_items(task, recipe.pool_size, seed=10_000 + seed, exclude=held_out), vocab)
         for task in (*TASKS, "copy")
     }
 
@@ -278,7 +192,7 @@ def build_demo(cache_dir=None, seed: int = 0, progress: Progress = None, force: 
     except OSError as exc:
         raise RecallError(f"cannot write the demo cache in {root.parent}: {exc.strerror or exc}") from None
     try:
-        with torch_threads(recipe.threads):
+        with one_torch_thread():
             _build_into(partial, seed, recipe, report)
         _publish(partial, root)
     finally:

@@ -8,6 +8,7 @@ import pytest
 from recall_core import demo, tasks
 from recall_core.errors import RecallError
 from recall_core.models import load_model, load_tokenizer
+from recall_core.threads import one_torch_thread
 from recall_core.toy import DEFAULT_ALPHABET
 
 # Measured on seeds 0, 1, 2 (see the manifest): experts 90-98 % (arithmetic) and 98-100 % (the others);
@@ -92,7 +93,7 @@ def test_build_demo(tmp_path, capsys):
     from recall_core.evaluate import evaluate_model
 
     spec = workspace.model("sequential")
-    with demo.torch_threads(1):  # as in the build, so that not even a near tie can flip
+    with one_torch_thread():  # as in the build, so that not even a near tie can flip
         scores = evaluate_model(load_model(spec.path), load_tokenizer(spec.path), held_out, batch_size=100)
     assert {t: s.accuracy for t, s in scores.items()} == accuracy["sequential"]
 

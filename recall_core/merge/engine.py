@@ -14,9 +14,8 @@ TIES and DARE (global top-k, norm rescale) take whole tensors.
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from math import prod
 
@@ -26,6 +25,7 @@ import torch
 from ..errors import IncompatibleModelsError, ModelLoadError
 from ..models import resolve_model_path, tensor_parts
 from ..plan import MergePlan, validate_plan
+from ..threads import one_torch_thread
 from .methods import METHODS
 from .reader import ST_DTYPES, TensorReader
 
@@ -55,37 +55,8 @@ class OutputTensor:
 # memory stays bounded whatever the largest tensor, and reused pages cost no page faults. Small
 # enough that a chunk's working set (~6 buffers) stays in cache, so a kernel's several elementwise
 # passes do not each stream through RAM. Measured on 3 x 254 M bf16 params (2 cores): 2^22 -> 2^19
-# halves the merge's CPU time when the ops run on one thread (see _one_thread).
+# halves the merge's CPU time when the ops run on one thread (see recall_core.threads).
 CHUNK_ELEMENTS = 1 << 19  # 2 MiB per float32 buffer
-
-
-_threads_lock = threading.Lock()
-_threads_users = 0
-_threads_saved = 1
-
-
-@contextmanager
-def _one_thread():
-    """Run torch ops on one intra-op thread for a while, then restore the setting.
-
-    Chunk ops are short and memory-bound: a second intra-op thread gains little, and on a busy
-    machine its barrier per op spins for a descheduled thread (measured: 4-10x the CPU time). The
-    other core is left to the shard writer thread. The setting is process-wide, so concurrent merges
-    (two dashboard sessions) share one count and the last one out restores it.
-    """
-    global _threads_users, _threads_saved
-    with _threads_lock:
-        if _threads_users == 0:
-            _threads_saved = torch.get_num_threads()
-            torch.set_num_threads(1)
-        _threads_users += 1
-    try:
-        yield
-    finally:
-        with _threads_lock:
-            _threads_users -= 1
-            if _threads_users == 0:
-                torch.set_num_threads(_threads_saved)
 
 
 class _LazyTensors(Sequence):
@@ -192,7 +163,7 @@ class MergeRun:
         stays valid while the next piece is computed, until the one after is requested.
         """
         total, done = max(self.total_bytes, 1), 0
-        with _one_thread() if self.method.elementwise else nullcontext():
+        with one_torch_thread() if self.method.elementwise else nullcontext():
             for info in self.layout:
                 for start, piece in self._merge_pieces(info):
                     done += piece.numel() * piece.element_size()
