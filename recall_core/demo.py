@@ -172,6 +172,9 @@ def build_demo(cache_dir=None, seed: int = 0, progress: Progress = None, force: 
                recipe: Recipe = RECIPE) -> DemoWorkspace:
     """The demo workspace for ``seed``: from the cache when it is there (milliseconds), else trained now.
 
+    The weights are the same on every build of a seed (byte for byte), provided no other thread of the
+    process draws from torch's global random generator meanwhile: model initialisation draws from it.
+
     Args:
         cache_dir: cache root (default :func:`recall_core.representations.default_cache_dir`); the workspace
             is its sub-folder ``demo-<VERSION>-seed<seed>``.

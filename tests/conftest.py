@@ -64,8 +64,7 @@ def demo_cache_dir(tmp_path_factory):
 def app_url(demo_cache_dir):
     """The dashboard on the demo workspace, served on 127.0.0.1 and a free port for the whole run.
 
-    The demo build (first run only) starts in the background at once, so it overlaps the tests that use tiny
-    models; each test client gets its own session.
+    The demo is built (first run only) before any test uses the app; each test client gets its own session.
     """
     import socket
 
@@ -76,6 +75,9 @@ def app_url(demo_cache_dir):
     warm_up_umap(background=True)
     app = create_app(AppConfig(cache_dir=demo_cache_dir))
     app.recall_context.loader.start()
+    # Wait for it: model initialisation draws from torch's global generator, which tests running beside the
+    # build would also draw from, giving other weights than the seed's (and than the README's figures).
+    app.recall_context.loader.get()
     app.queue(default_concurrency_limit=2)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
