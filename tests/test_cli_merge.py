@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from recall_core.cli import evaluate_cmd, merge_cmd
+from recall_core.cli import evaluate_cmd, main
 from recall_core.merge import merge_state_dicts
 from recall_core.models import ModelSpec
 from recall_core.plan import MergePlan, save_plan
@@ -28,7 +28,8 @@ def parse(module, argv):
 
 
 def run_merge(argv):
-    return merge_cmd.run(parse(merge_cmd, ["--quiet", *argv]))
+    """Through the dispatcher, which turns user errors into one line and exit 2 (Ctrl-C: 130)."""
+    return main(["merge", "--quiet", *argv])
 
 
 def specs(tiny_family, names=("base", *MERGED), base=True):
@@ -201,7 +202,7 @@ def test_ctrl_c_exits_130_with_one_line(tiny_family, tmp_path, capsys, monkeypat
     monkeypatch.setattr("recall_core.export.export_merge", interrupted)
     path = write_plan(tmp_path, MergePlan(specs(tiny_family), "average"))
     assert run_merge(["--plan", str(path), "--out", str(tmp_path / "m")]) == 130
-    assert capsys.readouterr().err.strip() == "interrupted: nothing was written"
+    assert capsys.readouterr().err.strip() == "interrupted: outputs are written atomically, no partial output is left"
 
 
 # ---- evaluate -----------------------------------------------------------------------------------------------
@@ -228,6 +229,6 @@ def test_evaluate_bad_input(tiny_family, probe_jsonl, capsys, argv, fragment):
     argv = [a.replace("=A", f"={tiny_family['a']}") for a in argv]
     if "--probes" not in argv:
         argv += ["--probes", str(probe_jsonl)]
-    assert evaluate_cmd.run(parse(evaluate_cmd, [*argv, "--quiet"])) == 2
+    assert main(["evaluate", *argv, "--quiet"]) == 2
     assert_one_line_error(capsys, fragment)
 

@@ -49,5 +49,5 @@ def main(argv=None) -> int:
         print(f"error: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted: outputs are written atomically, no partial output is left", file=sys.stderr)
         return 130

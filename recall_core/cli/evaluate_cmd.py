@@ -8,13 +8,10 @@ per model the average and the worst drop against the best source model (forgetti
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from ..errors import RecallError
 
-EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
 
 
 def add_arguments(parser) -> None:
@@ -30,26 +27,19 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    """Evaluate and print a markdown table; 0 on success, 2 on bad input (one line on stderr)."""
+    """Evaluate and print a markdown table; returns 0. Bad input raises RecallError (the dispatcher: exit 2)."""
     from ..evaluate import evaluate_models
     from ..probes import load_probe_files
     from .merge_cmd import ProgressPrinter
 
-    try:
-        models = parse_models(args.model)
-        if args.batch_size < 1:
-            raise RecallError(f"--batch-size must be at least 1, not {args.batch_size}")
-        probes = load_probe_files(args.probes)
-        progress = None if args.quiet else ProgressPrinter()
-        table = evaluate_models(models, probes, sources=args.sources, batch_size=args.batch_size, progress=progress)
-        if args.json:
-            write_json(table.to_dict(), Path(args.json))
-    except RecallError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    models = parse_models(args.model)
+    if args.batch_size < 1:
+        raise RecallError(f"--batch-size must be at least 1, not {args.batch_size}")
+    probes = load_probe_files(args.probes)
+    progress = None if args.quiet else ProgressPrinter()
+    table = evaluate_models(models, probes, sources=args.sources, batch_size=args.batch_size, progress=progress)
+    if args.json:
+        write_json(table.to_dict(), Path(args.json))
     print(table.to_markdown(), end="")
     return 0
 

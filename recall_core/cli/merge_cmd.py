@@ -9,10 +9,8 @@ from __future__ import annotations
 import re
 import sys
 
-from ..errors import PlanError, RecallError
+from ..errors import PlanError
 from ..plan import METHOD_NAMES
-EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
 
 
 def add_arguments(parser) -> None:
@@ -26,23 +24,16 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    """Merge and export; 0 on success, 2 on bad input (one line on stderr), 130 on Ctrl-C."""
+    """Merge and export; returns 0. Bad input raises RecallError (the dispatcher prints one line, exit 2)."""
     from ..export import export_merge
     from ..plan import load_plan
 
-    try:
-        shard_bytes = parse_size(args.shard_size)
-        plan = load_plan(args.plan)
-        if args.method and args.method != plan.method:
-            plan = plan.with_method(args.method)  # validated with the plan, before anything is written
-        progress = None if args.quiet else ProgressPrinter()
-        folder = export_merge(plan, args.out, force=args.force, shard_bytes=shard_bytes, progress=progress)
-    except RecallError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted: nothing was written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    shard_bytes = parse_size(args.shard_size)
+    plan = load_plan(args.plan)
+    if args.method and args.method != plan.method:
+        plan = plan.with_method(args.method)  # validated with the plan, before anything is written
+    progress = None if args.quiet else ProgressPrinter()
+    folder = export_merge(plan, args.out, force=args.force, shard_bytes=shard_bytes, progress=progress)
     print(folder)
     return 0
 
